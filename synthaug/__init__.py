@@ -1,0 +1,3 @@
+"""synthaug: class-conditional diffusion for class-balanced synthetic image data."""
+
+__version__ = "0.1.0"

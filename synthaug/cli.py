@@ -1,0 +1,192 @@
+"""The ``synthaug`` command: a thin click layer over ``synthaug.stages``.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 an unexpected or environment
+failure. ``SYNTHAUG_DEBUG=1`` shows the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from synthaug.errors import SynthaugError
+
+
+def _term_as_interrupt(signum, frame):
+    # SIGTERM (a scheduler stopping the job) takes the same graceful road as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        signal.signal(signal.SIGTERM, _term_as_interrupt)
+        try:
+            return super().invoke(ctx)
+        except SynthaugError as exc:
+            click.echo(f"synthaug: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("synthaug: interrupted; finished work is kept, rerun with --resume to continue", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # the last line of defence: one line, not a traceback
+            if os.environ.get("SYNTHAUG_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"synthaug: unexpected error: {exc.__class__.__name__}: {first} "
+                       "(rerun with SYNTHAUG_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(1)
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(p) for p in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise click.BadParameter(f"{value!r}: need 0 ≤ i < n")
+    return i, n
+
+
+def _common(fn):
+    fn = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")(fn)
+    fn = click.option("--resume", is_flag=True, help="Finish what an interrupted command started.")(fn)
+    fn = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(fn)
+    fn = click.option("--out", type=click.Path(file_okay=False), default=None,
+                      help="Run directory (default: the recipe's output_dir).")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help="Override a recipe key with a YAML value, e.g. --set train.max_steps=500.")(fn)
+    fn = click.argument("recipe_or_run_dir", type=click.Path(path_type=Path))(fn)
+    return fn
+
+
+def _load(recipe_or_run_dir: Path, overrides, out, resume: bool, overwrite: bool, dry_run: bool):
+    import yaml
+
+    from synthaug.config import load_recipe
+
+    if resume and overwrite:
+        raise SynthaugError("--resume and --overwrite contradict each other; choose one")
+    recipe = load_recipe(recipe_or_run_dir, overrides, out=out)
+    if dry_run:
+        click.echo(yaml.safe_dump(recipe.to_dict(), sort_keys=False), nl=False)
+        click.echo(f"# run directory: {recipe.run_dir}")
+        sys.exit(0)
+    return recipe
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="synthaug")
+def cli():
+    """Train a class-conditional diffusion model on a small labelled image dataset, generate class-balanced
+    synthetic images, and measure whether they help a classifier."""
+
+
+@cli.command()
+@_common
+def data(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+    """Show the data a recipe would train on: classes, counts, image modes and sizes, problems."""
+    from synthaug.stages import describe_data
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    info = describe_data(recipe)
+    width = max(len("class"), *(len(c) for c in info["classes"]))
+    click.echo(f"source: {recipe.data.source}  ({len(info['classes'])} classes, "
+               f"{recipe.data.image_size}px, {recipe.data.channels} channel(s))")
+    click.echo(f"{'class':<{width}}  {'train':>6}  {'test':>6}")
+    for c in info["classes"]:
+        click.echo(f"{c:<{width}}  {info['train_counts'][c]:>6}  {info['test_counts'][c]:>6}")
+    click.echo(f"{'total':<{width}}  {sum(info['train_counts'].values()):>6}  {sum(info['test_counts'].values()):>6}")
+    click.echo(f"modes: {info['modes']}   sizes: {info['sizes']}")
+    for problem in info["problems"]:
+        click.echo(f"warning: {problem}")
+
+
+@cli.command()
+@_common
+def train(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+    """Train (or fine-tune) the diffusion model → RUN_DIR/model."""
+    from synthaug import stages
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    model = stages.train(recipe, resume=resume, overwrite=overwrite)
+    click.echo(f"model: {model}")
+
+
+@cli.command()
+@_common
+@click.option("--shard", default=None, metavar="I/N", help="Run only plan rows with position % N == I (job arrays).")
+def generate(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run, shard):
+    """Sample class-balanced synthetic images → RUN_DIR/synthetic."""
+    from synthaug import stages
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    dataset = stages.generate(recipe, resume=resume or shard is not None, overwrite=overwrite, shard=_shard(shard))
+    if dataset is not None:
+        click.echo(f"synthetic dataset: {recipe.run_dir / stages.SYNTHETIC} ({len(dataset)} images)")
+
+
+@cli.command()
+@_common
+def evaluate(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+    """Train downstream classifiers on every arm and compare them on the held-out test split."""
+    from synthaug import stages
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    path = stages.evaluate(recipe, resume=resume, overwrite=overwrite)
+    _headline(path)
+
+
+@cli.command()
+@_common
+def report(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+    """Rebuild RUN_DIR/report/index.html from metrics.json."""
+    from synthaug import stages
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    click.echo(f"report: {stages.report(recipe)}")
+
+
+@cli.command()
+@_common
+def run(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+    """train → generate → evaluate → report, skipping stages whose outputs are complete (with --resume)."""
+    from synthaug import stages
+
+    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+    path = stages.run(recipe, resume=resume, overwrite=overwrite)
+    _headline(path)
+
+
+def _headline(report_dir: Path) -> None:
+    import json
+
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    arms, lift = metrics.get("arms", {}), metrics.get("lift", {})
+
+    def f1(arm):
+        return arms.get(arm, {}).get("macro_f1", {}).get("mean")
+
+    click.echo(f"synthetic dataset: {report_dir.parent / 'synthetic'}")
+    click.echo(f"report: {report_dir / 'index.html'}")
+    if f1("real") is not None and f1("real+synthetic") is not None:
+        click.echo(f"macro-F1: real {f1('real'):.3f} → real+synthetic {f1('real+synthetic'):.3f} "
+                   f"({lift.get('macro_f1', 0):+.3f})")
+    if lift.get("vs_best_baseline_macro_f1") is not None:
+        click.echo(f"best synthetic arm {lift['best_synthetic_arm']} vs best baseline {lift['best_baseline']}: "
+                   f"{lift['vs_best_baseline_macro_f1']:+.3f} macro-F1")
+
+
+def main() -> None:
+    cli(prog_name="synthaug")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Recipe schema, loading and ``--set`` overrides.
+
+A recipe is YAML validated once, at the edge, into typed pydantic models; inner code trusts it.
+Every key has a default, so a recipe of just ``data.source`` is valid. Unknown keys are errors that
+name the closest valid key, because a silently ignored typo (``train.max_step``) wastes a run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthaug.errors import SynthaugError
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SubsetConfig(_Section):
+    per_class: int | None = Field(None, ge=1, description="keep at most this many training images per class")
+    # Long tail: class k keeps n_max * imbalance^(-k/(K-1)); simulates the rare classes users have.
+    imbalance: float | None = Field(None, ge=1.0)
+
+
+class DataConfig(_Section):
+    source: str = "builtin:digits"
+    image_column: str = "image"
+    label_column: str = "label"
+    test_source: str | None = None
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    image_size: int = Field(16, ge=4, le=1024)
+    channels: Literal[1, 3] = 1
+    subset: SubsetConfig = SubsetConfig()
+
+    @field_validator("source", "test_source")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme = value.split(":", 1)[0]
+        if ":" not in value or scheme not in SOURCE_SCHEMES:
+            raise ValueError(
+                f"unknown source {value!r}; use one of {', '.join(s + ':...' for s in SOURCE_SCHEMES)}"
+            )
+        return value
+
+
+SOURCE_SCHEMES = ("builtin", "imagefolder", "hf", "csv")
+
+
+class ModelConfig(_Section):
+    base: str | None = None
+    block_out_channels: list[int] = [32, 64, 64]
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention: list[bool] = [False, False, True]
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # Fine-tuning a base whose class embedding has another number of classes needs an explicit opt-in.
+    reset_class_embedding: bool = False
+
+    @model_validator(mode="after")
+    def _same_length(self) -> ModelConfig:
+        if len(self.attention) != len(self.block_out_channels):
+            raise ValueError(
+                f"model.attention has {len(self.attention)} entries but model.block_out_channels has "
+                f"{len(self.block_out_channels)}; give one attention flag per block"
+            )
+        if any(c < 1 for c in self.block_out_channels):
+            raise ValueError("model.block_out_channels must be positive")
+        return self
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(3000, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1.0e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0)
+    snr_gamma: float | None = Field(5.0, gt=0)
+    # Sampling weight of class c is proportional to n_c^-class_balance: 0 = natural frequencies,
+    # 1 = fully balanced batches. Full balance makes the model copy tail images (FINDINGS.md).
+    class_balance: float = Field(0.5, ge=0.0, le=1.0)
+    augment: list[dict[str, dict[str, Any] | None]] = []
+    freeze: list[Literal["down_blocks", "mid_block"]] = []
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int | None = Field(None, ge=1)
+
+    @field_validator("augment")
+    @classmethod
+    def _one_transform_per_item(cls, value: list[dict]) -> list[dict]:
+        for item in value:
+            if len(item) != 1:
+                raise ValueError("each train.augment item is one {TransformName: {params}} mapping")
+        return value
+
+
+class QuotaConfig(_Section):
+    balance: Literal["max"] | None = None
+    per_class: int | None = Field(None, ge=0)
+    total: int | None = Field(None, ge=0)
+    ratio: float | None = Field(None, ge=0)
+    counts: dict[str, int] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> QuotaConfig:
+        given = [k for k in ("balance", "per_class", "total", "ratio", "counts") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "generate.quota needs exactly one of balance: max, per_class: N, total: N, ratio: R, "
+                f"counts: {{class: N}} (got {', '.join(given) or 'none'})"
+            )
+        if self.counts is not None and any(v < 0 for v in self.counts.values()):
+            raise ValueError("generate.quota.counts must be non-negative")
+        return self
+
+
+class FilterConfig(_Section):
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
+
+
+SAMPLERS = ("dpmpp", "ddim", "ddpm", "euler", "unipc")
+
+
+class GenerateConfig(_Section):
+    quota: QuotaConfig = QuotaConfig(balance="max")
+    sampler: Literal["dpmpp", "ddim", "ddpm", "euler", "unipc"] = "dpmpp"
+    steps: int = Field(20, ge=1, le=1000)
+    guidance: float = Field(2.0, ge=0.0)
+    mode: Literal["sample", "variation"] = "sample"
+    strength: float = Field(0.6, gt=0.0, le=1.0)
+    batch_size: int = Field(256, ge=1)
+    filter: FilterConfig = FilterConfig()
+    formats: list[Literal["hf", "parquet", "imagefolder"]] = ["hf"]
+    # bf16 autocast on CPUs with native bf16; "auto" picks it only where it is faster.
+    precision: Literal["auto", "32-true", "bf16-mixed"] = "32-true"
+
+
+class ComputeConfig(_Section):
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "32-true"
+
+
+ARMS = (
+    "real",
+    "classic",
+    "oversample",
+    "oversample+classic",
+    "smote",
+    "synthetic",
+    "real+synthetic",
+    "real+synthetic+classic",
+)
+
+
+class EvaluateConfig(_Section):
+    classifier: Literal["cnn", "resnet18"] = "cnn"
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2.0e-3, gt=0)
+    seeds: list[int] = [0, 1, 2]
+    arms: list[str] = list(ARMS)
+    workers: int = Field(2, ge=1, description="parallel one-thread worker processes for arms x seeds")
+    flips: bool = False  # digits and text must not be flipped; natural images may
+    memorization_threshold: float = Field(1 / 3, gt=0, lt=1)
+    judge_steps: int = Field(2000, ge=1)
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, value: list[str]) -> list[str]:
+        for arm in value:
+            if arm not in ARMS:
+                raise ValueError(f"unknown arm {arm!r}{_did_you_mean(arm, ARMS)}; arms are {', '.join(ARMS)}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("evaluate.seeds needs at least one seed")
+        return value
+
+
+class Recipe(_Section):
+    name: str = "synthaug"
+    seed: int = Field(0, ge=0)
+    output_dir: str | None = None
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    compute: ComputeConfig = ComputeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
+            raise ValueError(f"name {value!r} must be a plain name (no path separators)")
+        return value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """A short hash of the resolved recipe, for provenance in dataset cards."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _model_at(path: tuple) -> type[BaseModel] | None:
+    """The pydantic model class found at a key path of the recipe, or None."""
+    model: Any = Recipe
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _format_error(err: dict) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    path = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+        where = path
+        if not hint:
+            valid = ", ".join(parent.model_fields) if parent else ""
+            hint = f"; valid keys here: {valid}" if valid else ""
+        return f"{where}: unknown key{hint}"
+    message = err["msg"].removeprefix("Value error, ")
+    if path:
+        return f"{path}: {message} (got {err.get('input')!r})" if err["type"] != "value_error" else f"{path}: {message}"
+    return message
+
+
+def validate_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
+    if not isinstance(raw, dict):
+        raise SynthaugError(f"{origin}: a recipe must be a YAML mapping of keys, got {type(raw).__name__}")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+        raise SynthaugError(f"{origin}: {_format_error(first)}{suffix}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], YAML-parsed value)."""
+    if "=" not in text:
+        raise SynthaugError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.max_steps=500")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SynthaugError(f"--set {text!r}: {key!r} is not a dotted key path like train.lr")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise SynthaugError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SynthaugError(
+                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SynthaugError(f"{path}: no such recipe file or run directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SynthaugError(f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SynthaugError(f"{path}: not valid YAML{where} ({problem}); fix the file's syntax") from None
+    return raw if raw is not None else {}
+
+
+def load_recipe(
+    path_or_run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), out: str | Path | None = None
+) -> Recipe:
+    """Load a recipe file, or the ``recipe.yaml`` of a run directory, with ``--set`` overrides applied.
+
+    Given a run directory, its ``output_dir`` is that directory, wherever it has moved since.
+    """
+    path = Path(path_or_run_dir)
+    is_run_dir = path.is_dir()
+    if is_run_dir:
+        if not (path / RECIPE_FILE).is_file():
+            raise SynthaugError(f"{path}: a directory without {RECIPE_FILE}; pass a recipe file or a run directory")
+        path = path / RECIPE_FILE
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SynthaugError(f"{path}: a recipe must be a YAML mapping of keys, got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides))
+    if is_run_dir:
+        raw["output_dir"] = str(path.parent)
+    if out is not None:
+        raw["output_dir"] = str(out)
+    return validate_recipe(raw, origin=str(path))
+
+
+def save_recipe(recipe: Recipe, run_dir: Path) -> Path:
+    from synthaug.io import atomic_write_text
+
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    return atomic_write_text(run_dir / RECIPE_FILE, text)

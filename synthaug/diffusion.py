@@ -1,0 +1,258 @@
+"""The class-conditional diffusion model: a diffusers UNet, the training objective, and its files on disk.
+
+Weights (``UNet2DModel``), noise maths (diffusers schedulers) and the training step live apart, as in
+diffusers. Class conditioning uses the UNet's ``num_class_embeds``: ids ``0..K-1`` are the classes and id
+``K`` is the null class that classifier-free guidance (Ho & Salimans 2022) samples against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+
+from synthaug import __version__
+from synthaug.config import ModelConfig, TrainConfig
+from synthaug.data import step_seed
+from synthaug.errors import SynthaugError
+
+META_FILE = "synthaug.json"
+NORMALIZATION = {"mean": 0.5, "std": 0.5}  # pixels in [0, 1] → (x − 0.5) / 0.5 ∈ [−1, 1]
+
+
+def training_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The forward process: 1000 steps of the cosine schedule (Nichol & Dhariwal 2021), good at small sizes."""
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        clip_sample=True,
+        timestep_spacing="trailing",
+    )
+
+
+def build_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels: int) -> UNet2DModel:
+    """A fresh ``UNet2DModel`` with ``num_classes + 1`` class embeddings (the last is the null class)."""
+    groups = math.gcd(*cfg.block_out_channels)
+    groups = max(g for g in range(1, min(groups, 32) + 1) if groups % g == 0)
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention))
+    if image_size % 2 ** (len(cfg.block_out_channels) - 1):
+        raise SynthaugError(
+            f"data.image_size={image_size} cannot be halved {len(cfg.block_out_channels) - 1} times by "
+            f"{len(cfg.block_out_channels)} UNet blocks; use a multiple of {2 ** (len(cfg.block_out_channels) - 1)}"
+        )
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=groups,
+        attention_head_dim=min(cfg.block_out_channels[-1], 32),
+        num_class_embeds=num_classes + 1,
+    )
+
+
+_ARCH_KEYS = {"block_out_channels": "block_out_channels", "layers_per_block": "layers_per_block"}
+
+
+def load_base_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels: int) -> UNet2DModel:
+    """Load ``model.base`` (a diffusers UNet folder, a pipeline folder holding ``unet/``, or a Hub id).
+
+    An unconditional base gains a zero-initialised class embedding, so before any update every class
+    (and the null class) predicts exactly what the base predicts.
+    """
+    base = cfg.base
+    path = Path(base)
+    subfolder = "unet" if (path / "unet" / "config.json").is_file() else None
+    try:
+        unet = UNet2DModel.from_pretrained(base, subfolder=subfolder, use_safetensors=True)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise SynthaugError(
+            f"model.base={base!r}: cannot load a UNet2DModel from safetensors ({str(exc).splitlines()[0]})"
+        ) from None
+    config = dict(unet.config)
+    for key in cfg.model_fields_set & set(_ARCH_KEYS):
+        ours, theirs = getattr(cfg, key), config[_ARCH_KEYS[key]]
+        if list(ours if isinstance(ours, list) else [ours]) != list(theirs if isinstance(theirs, (list, tuple)) else [theirs]):
+            raise SynthaugError(f"model.{key}={ours} conflicts with the base model's {theirs}; remove the key from the recipe")
+    if config["in_channels"] != channels:
+        raise SynthaugError(f"data.channels={channels} but model.base has {config['in_channels']} input channels")
+    if config.get("sample_size") not in (None, image_size):
+        raise SynthaugError(f"data.image_size={image_size} but model.base was trained at {config['sample_size']}")
+    existing = config.get("num_class_embeds")
+    if existing == num_classes + 1:
+        return unet
+    if existing is not None and not cfg.reset_class_embedding:
+        raise SynthaugError(
+            f"model.base has {existing - 1} classes (+ null) but the data has {num_classes}; "
+            "set model.reset_class_embedding=true to start the class embedding afresh"
+        )
+    config["num_class_embeds"] = num_classes + 1
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    conditional = UNet2DModel.from_config(config)
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("class_embedding.")}
+    missing, unexpected = conditional.load_state_dict(state, strict=False)
+    assert set(missing) <= {"class_embedding.weight"} and not unexpected, (missing, unexpected)
+    torch.nn.init.zeros_(conditional.class_embedding.weight)
+    return conditional
+
+
+def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023), expressed for the model's prediction target."""
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+class ClassConditionalDiffusion(pl.LightningModule):
+    """DDPM training (Ho et al. 2020) of a class-conditional UNet with label dropout for guidance.
+
+    Args:
+        unet: the ``UNet2DModel``; ``num_class_embeds`` must be ``num_classes + 1``.
+        num_classes: K; label ``K`` is the null class.
+        train: the recipe's ``train`` section (lr, warm-up, EMA, label dropout, min-SNR).
+        prediction_type: ``"epsilon"`` or ``"v_prediction"``.
+        seed: every random draw of step ``i`` on rank ``r`` derives from ``(seed, i, r)``, so a resumed
+            run makes exactly the draws an uninterrupted run makes.
+    """
+
+    def __init__(self, unet: UNet2DModel, num_classes: int, train: TrainConfig, prediction_type: str = "epsilon",
+                 seed: int = 0):
+        super().__init__()
+        self.unet = unet
+        self.num_classes = num_classes
+        self.cfg = train
+        self.seed = seed
+        self.scheduler = training_scheduler(prediction_type)
+        self.prediction_type = prediction_type
+        for name in train.freeze:
+            getattr(self.unet, name).requires_grad_(False)
+        self.ema = EMAModel(self.unet.parameters(), decay=train.ema_decay, use_ema_warmup=True) if train.ema_decay > 0 else None
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        """The (weighted) denoising loss of one batch; ``images`` (B, C, H, W) in [−1, 1]."""
+        gen = torch.Generator().manual_seed(step_seed(self.seed, step, self.global_rank, 2))
+        b = images.shape[0]
+        noise = torch.randn(images.shape, generator=gen).to(images)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen).to(images.device)
+        drop = (torch.rand(b, generator=gen) < self.cfg.label_dropout).to(images.device)
+        labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        noisy = self.scheduler.add_noise(images, noise, t)
+        pred = self.unet(noisy, t, class_labels=labels).sample
+        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(images, noise, t)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.cfg.snr_gamma is not None:
+            per_sample = per_sample * snr_weights(self.scheduler, t, self.cfg.snr_gamma, self.prediction_type)
+        return per_sample.mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch["images"], batch["labels"], int(batch["step"]))
+        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["images"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.step(self.unet.parameters())
+
+    def configure_optimizers(self):
+        params = [p for p in self.unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+        total = max(self.trainer.max_steps, 1) if self.trainer is not None else self.cfg.max_steps
+        schedule = get_cosine_schedule_with_warmup(optimizer, min(self.cfg.warmup_steps, total // 10), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
+    def sampling_unet(self) -> UNet2DModel:
+        """A copy of the UNet holding the EMA weights (or the raw ones without EMA), in eval mode."""
+        unet = UNet2DModel.from_config(self.unet.config)
+        unet.load_state_dict(self.unet.state_dict())
+        if self.ema is not None:
+            self.ema.copy_to(unet.parameters())
+        return unet.eval()
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, model_dir: Path, classes: list[str],
+               image_size: int, channels: int) -> Path:
+    """Write ``model_dir`` in diffusers format (``unet/`` safetensors, ``scheduler/``) plus ``synthaug.json``."""
+    from synthaug.io import atomic_dir, atomic_write_text
+
+    with atomic_dir(model_dir) as tmp:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        scheduler.save_pretrained(tmp / "scheduler")
+        meta = {
+            "classes": list(classes),
+            "image_size": image_size,
+            "channels": channels,
+            "null_class_id": len(classes),
+            "normalization": NORMALIZATION,
+            "version": __version__,
+        }
+        atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
+    return model_dir
+
+
+REQUIRED_META = ("classes", "image_size", "channels", "null_class_id")
+
+
+def read_meta(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SynthaugError(f"{model_dir}: no {META_FILE}; train a model first (synthaug train)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SynthaugError(f"{path}: not valid JSON ({exc}); retrain or restore the file") from None
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise SynthaugError(f"{path}: missing {', '.join(missing)}; the model was written by another version, retrain it")
+    if meta["null_class_id"] != len(meta["classes"]):
+        raise SynthaugError(f"{path}: null_class_id {meta['null_class_id']} does not match {len(meta['classes'])} classes")
+    return meta
+
+
+def load_model(model_dir: Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
+    """Load a saved model: weights from safetensors only (never a pickle), plus its metadata."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    try:
+        unet = UNet2DModel.from_pretrained(model_dir / "unet", use_safetensors=True)
+        scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise SynthaugError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]}); retrain it") from None
+    if unet.config.num_class_embeds != len(meta["classes"]) + 1:
+        raise SynthaugError(
+            f"{model_dir}: the UNet has {unet.config.num_class_embeds} class embeddings but synthaug.json names "
+            f"{len(meta['classes'])} classes (+ null); the folder is inconsistent, retrain"
+        )
+    return unet.eval(), scheduler, meta

@@ -1,0 +1,151 @@
+"""Generation on Lightning's predict loop: plan rows in, finished shards out, on one process or many.
+
+Each rank takes every ``world_size``-th remaining plan row (no padding, so no row is made twice) and
+writes its own shards through ``ShardWriter``; the images do not depend on which rank made them,
+because every row carries its own seed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+
+from synthaug.sampling import Generator, PlanRow
+from synthaug.writers import write_shard
+
+
+class PlanRows(torch.utils.data.Dataset):
+    """Plan rows as tensors; ``sources`` (uint8 NHWC, one per row) for variation mode."""
+
+    def __init__(self, rows: list[PlanRow], sources: np.ndarray | None = None,
+                 source_index: list[int] | None = None):
+        self.rows, self.sources, self.source_index = rows, sources, source_index
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        item = {"position": row.position, "label": row.label, "index": row.index, "seed": row.seed}
+        if self.sources is not None:
+            item["source"] = torch.from_numpy(self.sources[i])
+            item["source_index"] = self.source_index[i]
+        return item
+
+
+class SamplingModule(pl.LightningModule):
+    """Wraps a ``Generator`` for ``trainer.predict``: a batch of plan rows → uint8 images."""
+
+    def __init__(self, generator: Generator, *, sampler: str, steps: int, guidance: float, strength: float,
+                 autocast: bool):
+        super().__init__()
+        self.generator = generator
+        self.unet = generator.unet  # registered so Lightning moves it to the rank's device
+        self.settings = {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength}
+        self.autocast = autocast
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        init = batch["source"].numpy() if "source" in batch else None
+        images = self.generator.sample_arrays(
+            batch["label"].tolist(), batch["seed"].tolist(), guidance=self.settings["guidance"],
+            steps=self.settings["steps"], sampler=self.settings["sampler"], init=init,
+            strength=self.settings["strength"] if init is not None else 1.0, autocast=self.autocast,
+        )
+        out = {k: batch[k].tolist() for k in ("position", "label", "index", "seed")}
+        if "source_index" in batch:
+            out["source_index"] = batch["source_index"].tolist()
+        out["image"] = images
+        return out
+
+
+class ShardWriter(BasePredictionWriter):
+    """Writes each finished batch as one atomic parquet shard in ``parts_dir``."""
+
+    def __init__(self, parts_dir: Path):
+        super().__init__(write_interval="batch")
+        self.parts_dir = parts_dir
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        write_shard(self.parts_dir, trainer.global_rank, prediction)
+
+
+class ImagesProgress(Callback):
+    """A progress bar of images done / total and images per second (rank 0; counts all ranks' work)."""
+
+    def __init__(self, total: int, done: int = 0, show: bool = True):
+        self.total, self.done, self.show = total, done, show
+        self.bar = None
+        self.started = 0.0
+        self.made = 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
+        if trainer.is_global_zero and self.show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done, desc="generate", unit="img", dynamic_ncols=True)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        n = len(outputs["position"]) * trainer.world_size
+        self.made += len(outputs["position"])
+        if self.bar is not None:
+            self.bar.update(min(n, self.total - self.bar.n))
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    @property
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.made / elapsed if elapsed > 0 else 0.0
+
+
+class RankSlice(torch.utils.data.Sampler):
+    """Every ``world``-th index starting at ``rank``: a split of the plan with no padding."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class PlanDataModule(pl.LightningDataModule):
+    def __init__(self, dataset: PlanRows, batch_size: int):
+        super().__init__()
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def predict_dataloader(self):
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=RankSlice(len(self.dataset), rank, world), num_workers=0
+        )
+
+
+def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer_kwargs: dict, *, sampler: str,
+             steps: int, guidance: float, batch_size: int, strength: float = 1.0, autocast: bool = False,
+             sources: np.ndarray | None = None, source_index: list[int] | None = None, total: int | None = None,
+             progress: bool = True) -> float:
+    """Sample ``rows`` into shards in ``parts_dir`` on a Lightning predict loop → images per second (this rank)."""
+    module = SamplingModule(generator, sampler=sampler, steps=steps, guidance=guidance, strength=strength,
+                            autocast=autocast)
+    total = total if total is not None else len(rows)
+    callbacks: list[Callback] = [ShardWriter(parts_dir)]
+    meter = ImagesProgress(total, total - len(rows), show=progress)
+    callbacks.append(meter)
+    trainer = pl.Trainer(
+        **trainer_kwargs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, callbacks=callbacks, inference_mode=True,
+    )
+    trainer.predict(module, datamodule=PlanDataModule(PlanRows(rows, sources, source_index), batch_size),
+                    return_predictions=False)
+    return meter.images_per_second

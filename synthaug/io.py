@@ -1,0 +1,77 @@
+"""Atomic file and folder writes: a reader sees the old content or the new, never half of either."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from synthaug.errors import EnvironmentFailure
+
+
+def _environment_error(path: Path, exc: OSError) -> EnvironmentFailure:
+    if exc.errno == errno.ENOSPC:
+        return EnvironmentFailure(f"{path}: the disk is full; free some space and rerun with --resume")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EnvironmentFailure(f"{path}: not writable ({exc.strerror}); choose another folder with --out")
+    return EnvironmentFailure(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn OS errors while writing ``path`` into one-line environment failures."""
+    try:
+        yield
+    except OSError as exc:
+        raise _environment_error(Path(path), exc) from None
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
+
+    On any failure (an exception, Ctrl-C) the temporary folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        with writing(path):
+            yield tmp
+        with writing(path):
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

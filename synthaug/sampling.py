@@ -1,0 +1,262 @@
+"""Sampling: quotas → a plan of (label, index, seed) rows → the denoising loop → images.
+
+Every image has its own seed and its own ``torch.Generator``, so an image depends only on the recipe
+seed, its class and its index — not on the batch size, the number of processes, or an interruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from PIL import Image
+
+from synthaug.config import QuotaConfig
+from synthaug.errors import SynthaugError
+
+# --------------------------------------------------------------------------------------------- quotas
+
+
+def plan_quotas(real_counts: dict[str, int], quota: QuotaConfig) -> dict[str, int]:
+    """How many synthetic images each class gets (DESIGN §3 quota semantics).
+
+    ``balance: max`` tops every class up to the largest real count; ``per_class: N`` gives N each;
+    ``total: N`` splits N as evenly as possible (earlier classes take the remainder); ``ratio: R`` gives
+    ``round(R × real)``; ``counts`` names classes (unnamed classes get 0).
+    """
+    classes = list(real_counts)
+    if quota.balance == "max":
+        top = max(real_counts.values(), default=0)
+        return {c: top - n for c, n in real_counts.items()}
+    if quota.per_class is not None:
+        return dict.fromkeys(classes, quota.per_class)
+    if quota.total is not None:
+        base, extra = divmod(quota.total, len(classes))
+        return {c: base + (i < extra) for i, c in enumerate(classes)}
+    if quota.ratio is not None:
+        return {c: int(round(quota.ratio * n)) for c, n in real_counts.items()}
+    unknown = sorted(set(quota.counts) - set(classes))
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(unknown[0], classes, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise SynthaugError(f"generate.quota.counts: unknown class {unknown[0]!r}{did}; classes are {classes}")
+    return {c: int(quota.counts.get(c, 0)) for c in classes}
+
+
+def derive_seed(seed: int, label: int, index: int) -> int:
+    """The seed of the ``index``-th synthetic image of class ``label``: a 63-bit hash, stable across versions."""
+    digest = hashlib.blake2b(f"synthaug/{seed}/{label}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    position: int  # place in the final dataset
+    label: int
+    index: int  # the image's index within its class
+    seed: int
+
+
+def build_plan(quotas: Sequence[int], seed: int, first_index: Sequence[int] | None = None) -> list[PlanRow]:
+    """Rows in class order: class 0's images, then class 1's, … (``quotas[k]`` images of class k)."""
+    rows = []
+    for label, n in enumerate(quotas):
+        start = first_index[label] if first_index is not None else 0
+        for index in range(start, start + n):
+            rows.append(PlanRow(len(rows), label, index, derive_seed(seed, label, index)))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- schedulers
+
+_SCHEDULERS = {
+    # DPM-Solver++ (Lu et al. 2022), 2nd-order multistep: clean samples in ~20 steps.
+    "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    # DDIM (Song et al. 2021); set_alpha_to_one=False keeps the last step's noise level honest.
+    "ddim": (DDIMScheduler, {"set_alpha_to_one": False}),
+    "ddpm": (DDPMScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "unipc": (UniPCMultistepScheduler, {}),  # UniPC (Zhao et al. 2023)
+}
+
+
+def make_scheduler(name: str, training_config: dict):
+    """A sampling scheduler built from the training scheduler's config (same betas, same prediction type)."""
+    if name not in _SCHEDULERS:
+        raise SynthaugError(f"generate.sampler={name!r}: use one of {', '.join(_SCHEDULERS)}")
+    cls, extra = _SCHEDULERS[name]
+    config = {k: v for k, v in dict(training_config).items() if not k.startswith("_")}
+    config.update(extra)
+    config["timestep_spacing"] = "trailing"  # include the last (noisiest) timestep: needed for few steps
+    return cls.from_config(config)
+
+
+# --------------------------------------------------------------------------------------------- the loop
+
+
+def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
+    """One (C, H, W) draw per generator, stacked: image i's noise never depends on its batch neighbours."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+@torch.inference_mode()
+def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Generator], *, steps: int,
+            guidance: float, null_class: int, init: torch.Tensor | None = None, strength: float = 1.0,
+            autocast: bool = False, trace: list | None = None) -> torch.Tensor:
+    """Reverse diffusion with classifier-free guidance (Ho & Salimans 2022).
+
+    Args:
+        unet: a class-conditional ``UNet2DModel`` (eval mode).
+        scheduler: a diffusers scheduler (see ``make_scheduler``); its state is reset here.
+        labels: (B,) int64 class ids.
+        generators: B ``torch.Generator``s, one per image (CPU), the only source of randomness.
+        steps: number of denoising steps.
+        guidance: w in ε = ε_u + w·(ε_c − ε_u); w = 1 is plain conditional sampling, w = 0 unconditional.
+        null_class: the label id the model was trained to treat as "no class".
+        init: (B, C, H, W) images in [−1, 1] for variation mode (SDEdit, Meng et al. 2022): they are
+            noised to ``strength`` of the schedule and denoised from there; None samples from noise.
+        trace: if a list, the clean-image estimate after each step is appended (for report strips).
+
+    Returns:
+        (B, C, H, W) float32 images in [−1, 1].
+    """
+    cfg = unet.config
+    device = next(unet.parameters()).device
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+
+    # 1. Timesteps: all of them, or the last `strength` share of them for a variation.
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    noise = initial_noise(shape, generators)
+    if init is None:
+        x = noise * scheduler.init_noise_sigma
+    else:
+        start = steps - max(1, min(steps, int(round(steps * strength))))
+        timesteps = timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        x = scheduler.add_noise(init.float().cpu(), noise, timesteps[:1].repeat(len(labels)))
+    x = x.to(device)
+    labels = labels.to(device)
+    both_labels = torch.cat([labels, torch.full_like(labels, null_class)])
+
+    for t in timesteps:
+        # 2. One batched forward pass for the conditional and the unconditional prediction.
+        model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = unet(model_in, t, class_labels=both_labels).sample
+        cond, uncond = out.float().chunk(2)
+        # 3. Guidance: move from the unconditional prediction towards (and past) the conditional one.
+        guided = uncond + guidance * (cond - uncond)
+        # 4. The scheduler's update; stochastic schedulers draw from each image's own generator.
+        step = scheduler.step(guided, t, x, generator=generators if _takes_generator(scheduler) else None)
+        x = step.prev_sample
+        if trace is not None:
+            est = getattr(step, "pred_original_sample", None)
+            trace.append((est if est is not None else x).clamp(-1, 1).cpu())
+    return x.clamp(-1, 1).float().cpu()
+
+
+def _takes_generator(scheduler) -> bool:
+    import inspect
+
+    return "generator" in inspect.signature(scheduler.step).parameters
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [−1, 1] → uint8 (B, H, W, C)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """uint8 (H, W, C) → a PIL image ('L' for one channel)."""
+    return Image.fromarray(array[..., 0], mode="L") if array.shape[-1] == 1 else Image.fromarray(array, mode="RGB")
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU has native bf16 matmul (AVX512-BF16/AMX), where bf16 autocast pays off."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - older torch
+        return False
+
+
+class Generator:
+    """Sample images from a trained synthaug model.
+
+    >>> gen = Generator.from_pretrained("runs/digits-longtail/model")
+    >>> images = gen.sample(labels=[0, 0, 3], guidance=2.0, steps=20, seed=0)
+    """
+
+    def __init__(self, unet, training_scheduler, meta: dict, device: str | torch.device = "cpu"):
+        self.unet = unet.to(device).eval()
+        self.training_scheduler = training_scheduler
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.null_class: int = int(meta["null_class_id"])
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
+        from synthaug.diffusion import load_model
+
+        unet, scheduler, meta = load_model(Path(model_dir))
+        return cls(unet, scheduler, meta, device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def label_ids(self, labels: Sequence[int | str]) -> list[int]:
+        """Class ids for ``labels`` given as ids (int) or class names (str)."""
+        ids = []
+        for label in labels:
+            if isinstance(label, str):
+                if label not in self.classes:
+                    raise SynthaugError(f"unknown class {label!r}; classes are {self.classes}")
+                ids.append(self.classes.index(label))
+            elif 0 <= int(label) < len(self.classes):
+                ids.append(int(label))
+            else:
+                raise SynthaugError(f"label {label} out of range 0..{len(self.classes) - 1}")
+        return ids
+
+    def sample_arrays(self, labels: Sequence[int], seeds: Sequence[int], *, guidance: float = 2.0, steps: int = 20,
+                      sampler: str = "dpmpp", init: np.ndarray | None = None, strength: float = 1.0,
+                      autocast: bool = False) -> np.ndarray:
+        """Images for explicit per-image seeds → uint8 (B, H, W, C). ``init``: uint8 (B, H, W, C) for variations."""
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        init_t = None
+        if init is not None:
+            init_t = torch.from_numpy(np.ascontiguousarray(init)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = denoise(
+            self.unet, make_scheduler(sampler, self.training_scheduler.config),
+            torch.as_tensor(list(labels), dtype=torch.long), generators,
+            steps=steps, guidance=guidance, null_class=self.null_class, init=init_t, strength=strength,
+            autocast=autocast,
+        )
+        return to_uint8(images)
+
+    def sample(self, labels: Sequence[int | str], guidance: float = 2.0, steps: int = 20, seed: int = 0,
+               sampler: str = "dpmpp", batch_size: int = 256, autocast: bool = False) -> list[Image.Image]:
+        """Sample one image per label → a list of PIL images. Image i's seed is ``derive_seed(seed, label, i)``."""
+        ids = self.label_ids(labels)
+        seeds = [derive_seed(seed, label, i) for i, label in enumerate(ids)]
+        out: list[Image.Image] = []
+        for start in range(0, len(ids), batch_size):
+            arrays = self.sample_arrays(ids[start:start + batch_size], seeds[start:start + batch_size],
+                                        guidance=guidance, steps=steps, sampler=sampler, autocast=autocast)
+            out.extend(to_pil(a) for a in arrays)
+        return out

@@ -1,0 +1,334 @@
+"""The stages a run is made of: train → generate → evaluate → report.
+
+Each stage takes the resolved recipe, reads what the previous stage wrote below ``recipe.run_dir`` and
+writes its own outputs there. No stage reads the CLI or global state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthaug.config import Recipe, save_recipe
+from synthaug.errors import SynthaugError
+from synthaug.io import atomic_write_text
+
+MODEL, CHECKPOINTS, LOGS, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "synthetic", "report"
+
+
+@dataclass
+class Outputs:
+    """Where a stage's outputs live in a run directory."""
+
+    run_dir: Path
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / MODEL
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / LOGS
+
+    @property
+    def synthetic(self) -> Path:
+        return self.run_dir / SYNTHETIC
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / REPORT
+
+
+def trainer_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's ``compute`` section as Lightning ``Trainer`` arguments (every stage uses these)."""
+    c = recipe.compute
+    return {"accelerator": c.accelerator, "devices": c.devices, "num_nodes": c.num_nodes, "strategy": c.strategy,
+            "precision": c.precision}
+
+
+def _refuse_existing(path: Path, overwrite: bool, resume: bool, what: str) -> bool:
+    """Return True when ``path`` exists and should be kept (a finished stage under --resume)."""
+    if not path.exists():
+        return False
+    if resume:
+        return True
+    if not overwrite:
+        raise SynthaugError(f"{path} exists ({what}); rerun with --overwrite to replace it or --resume to keep it")
+    return False
+
+
+def _seed_everything(seed: int) -> None:
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def describe_data(recipe: Recipe) -> dict[str, Any]:
+    """What ``synthaug data`` shows: classes with train/test counts, image modes and sizes, problems."""
+    from collections import Counter
+
+    from synthaug.data import load_real_data, open_image
+
+    data = load_real_data(recipe.data, recipe.seed)
+    modes: Counter = Counter()
+    sizes: Counter = Counter()
+    for split in (data.train, data.test):
+        for i, cell in enumerate(split.with_format(None)["image"]):
+            with open_image(cell, i) as img:
+                modes[img.mode] += 1
+                sizes[f"{img.width}x{img.height}"] += 1
+    problems = []
+    for name, n in zip(data.classes, data.train_counts):
+        if n < 5:
+            problems.append(f"class {name!r} has only {n} training image(s): the model will copy them")
+    if data.report.ignored_files:
+        problems.append(f"{data.report.ignored_files} non-image file(s) ignored")
+    if len(modes) > 1:
+        problems.append(f"mixed image modes {dict(modes)}: all are converted to {recipe.data.channels} channel(s)")
+    if len(sizes) > 1:
+        problems.append(f"{len(sizes)} different image sizes: all are resized to {recipe.data.image_size}px")
+    return {
+        "classes": data.classes,
+        "train_counts": dict(zip(data.classes, data.train_counts)),
+        "test_counts": dict(zip(data.classes, data.test_counts)),
+        "modes": dict(modes),
+        "sizes": dict(sizes.most_common(5)),
+        "problems": problems,
+    }
+
+
+def real_arrays(recipe: Recipe, split: str = "train"):
+    """The real data as arrays: (images uint8 NHWC, labels int64, ids int64, RealData)."""
+    from synthaug.data import load_real_data, to_array
+
+    data = load_real_data(recipe.data, recipe.seed)
+    ds = data.train if split == "train" else data.test
+    x = to_array(ds, recipe.data.image_size, recipe.data.channels)
+    return x, np.asarray(ds["label"], dtype=np.int64), np.asarray(ds["id"], dtype=np.int64), data
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def checkpoint_step(path: Path) -> int:
+    """Read a Lightning checkpoint safely (``weights_only=True``) and return its global step.
+
+    A file that is not a checkpoint, or that would need arbitrary code to unpickle, is refused.
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise SynthaugError(
+            f"{path}: refused, not a safe Lightning checkpoint ({reason}); delete it and rerun with --overwrite"
+        ) from None
+    if not isinstance(ckpt, dict) or "global_step" not in ckpt or "state_dict" not in ckpt:
+        raise SynthaugError(f"{path}: not a Lightning checkpoint; delete it and rerun with --overwrite")
+    return int(ckpt["global_step"])
+
+
+def build_module(recipe: Recipe, classes: list[str]):
+    from synthaug.diffusion import ClassConditionalDiffusion, build_unet, load_base_unet
+
+    cfg = recipe.model
+    if cfg.base:
+        unet = load_base_unet(cfg, len(classes), recipe.data.image_size, recipe.data.channels)
+    else:
+        unet = build_unet(cfg, len(classes), recipe.data.image_size, recipe.data.channels)
+    return ClassConditionalDiffusion(unet, len(classes), recipe.train, cfg.prediction_type, seed=recipe.seed)
+
+
+def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from synthaug.callbacks import CheckpointOnInterrupt, SampleGrid
+    from synthaug.data import LabelledImageDataModule
+    from synthaug.diffusion import save_model
+
+    out = Outputs(recipe.run_dir)
+    if out.model.exists() and not resume and not overwrite:
+        raise SynthaugError(f"{out.model} exists (a trained model); rerun with --overwrite to retrain or --resume")
+    ckpt_path, start_step = None, 0
+    if resume and out.last_checkpoint.exists():
+        start_step = checkpoint_step(out.last_checkpoint)
+        ckpt_path = str(out.last_checkpoint)
+    elif resume and out.model.exists():
+        return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
+    elif overwrite:
+        for path in (out.model, out.checkpoints, out.logs):
+            shutil.rmtree(path, ignore_errors=True)
+    save_recipe(recipe, recipe.run_dir)
+    _seed_everything(recipe.seed)
+
+    x, y, _, data = real_arrays(recipe)
+    module = build_module(recipe, data.classes)
+    t = recipe.train
+    datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
+                                         start_step=start_step)
+    callbacks = [
+        ModelCheckpoint(dirpath=out.checkpoints, filename="step-{step}", every_n_train_steps=t.checkpoint_every,
+                        save_last=True, save_top_k=-1, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="step"),
+        CheckpointOnInterrupt(out.last_checkpoint),
+    ]
+    if t.sample_every:
+        callbacks.append(SampleGrid(out.logs / "samples", every=t.sample_every, classes=data.classes))
+    trainer = pl.Trainer(
+        **trainer_kwargs(recipe),
+        max_steps=t.max_steps,
+        max_time={"minutes": t.max_minutes} if t.max_minutes else None,
+        logger=CSVLogger(recipe.run_dir, name=LOGS, version=""),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        log_every_n_steps=max(1, min(50, t.max_steps // 20)),
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise SynthaugError(f"training interrupted at step {trainer.global_step}; rerun with --resume to finish")
+    trainer.save_checkpoint(out.last_checkpoint, weights_only=False)
+    if trainer.is_global_zero:
+        save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
+                   recipe.data.channels)
+    return out.model
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _model_digest(model_dir: Path) -> str:
+    files = sorted((model_dir / "unet").glob("*.safetensors"))
+    return "-".join(_file_digest(f) for f in files)
+
+
+def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
+    """For variation mode: the training row each plan row starts from.
+
+    Class c's images cycle through a seeded permutation of its training rows, so the sources spread
+    evenly (image i of class c starts from source i mod n_c).
+    """
+    by_class: dict[int, np.ndarray] = {}
+    out = []
+    for row in rows:
+        if row.label not in by_class:
+            members = np.flatnonzero(train_labels == row.label)
+            by_class[row.label] = np.random.default_rng([seed, row.label, 0xA11]).permutation(members)
+        members = by_class[row.label]
+        out.append(int(members[row.index % len(members)]))
+    return out
+
+
+def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
+             progress: bool = True):
+    """Sample the plan → ``run_dir/synthetic`` (HF dataset + card, and the other formats). Returns the dataset,
+    or None when this process ran one shard of several and others remain."""
+    import datasets
+
+    from synthaug.generation import run_plan
+    from synthaug.sampling import Generator, bf16_supported, build_plan, plan_quotas
+    from synthaug.writers import PARTS, dataset_card, open_parts, read_parts, table_to_dataset, write_synthetic
+
+    out = Outputs(recipe.run_dir)
+    if not out.model.exists():
+        raise SynthaugError(f"{out.model}: no trained model; run `synthaug train` first")
+    if _refuse_existing(out.synthetic, overwrite, resume, "a synthetic dataset"):
+        return datasets.load_from_disk(str(out.synthetic))
+    parts = recipe.run_dir / PARTS
+    if overwrite:
+        shutil.rmtree(parts, ignore_errors=True)
+    save_recipe(recipe, recipe.run_dir)
+
+    g = recipe.generate
+    generator = Generator.from_pretrained(out.model)
+    x, y, ids, data = real_arrays(recipe)
+    if generator.classes != data.classes:
+        raise SynthaugError(
+            f"{out.model}: the model's classes {generator.classes} differ from the data's {data.classes}; "
+            "retrain with --overwrite"
+        )
+    real_counts = dict(zip(data.classes, data.train_counts))
+    quotas = plan_quotas(real_counts, g.quota)
+    rows = build_plan([quotas[c] for c in data.classes], recipe.seed)
+    fingerprint = {
+        "seed": recipe.seed, "model": _model_digest(out.model), "rows": len(rows),
+        "generate": g.model_dump(mode="json", exclude={"batch_size", "formats"}),
+    }
+    done = open_parts(parts, fingerprint, resume=resume)
+    todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
+
+    sources = source_index = None
+    if g.mode == "variation" and todo:
+        source_rows = variation_sources(y, todo, recipe.seed)
+        sources, source_index = x[source_rows], [int(ids[i]) for i in source_rows]
+    autocast = g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported())
+    started = time.perf_counter()
+    rate = 0.0
+    if todo:
+        rate = run_plan(generator, todo, parts, trainer_kwargs(recipe), sampler=g.sampler, steps=g.steps,
+                        guidance=g.guidance, batch_size=g.batch_size, strength=g.strength, autocast=autocast,
+                        sources=sources, source_index=source_index, total=len(rows), progress=progress)
+    table = read_parts(parts)
+    written = 0 if table is None else table.num_rows
+    if written < len(rows):
+        if shard is not None:
+            print(f"shard {shard[0]}/{shard[1]} done; {len(rows) - written} plan rows remain for other shards")
+            return None
+        raise SynthaugError(f"generation stopped with {written}/{len(rows)} images; rerun with --resume to finish")
+
+    settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
+    dataset = table_to_dataset(table, data.classes, settings)
+    counts = dict(zip(data.classes, np.bincount(np.asarray(dataset["label"]), minlength=len(data.classes)).tolist()))
+    card = dataset_card(
+        name=recipe.name, classes=data.classes, real_counts=real_counts, counts=counts,
+        settings={**settings, "strength": g.strength if g.mode == "variation" else None,
+                  "images_per_second": round(rate, 2)},
+        provenance={"recipe_hash": recipe.digest(), "model": str(out.model), "model_digest": fingerprint["model"],
+                    "seed": recipe.seed, "seed_rule": "derive_seed(seed, label, index) (synthaug.sampling)",
+                    "synthaug_version": _version()},
+        formats=g.formats,
+    )
+    write_synthetic(dataset, out.synthetic, g.formats, card)
+    atomic_write_text(out.synthetic / "generation.json", json.dumps(
+        {"counts": counts, "images_per_second": rate, "seconds": time.perf_counter() - started, **settings}, indent=2))
+    shutil.rmtree(parts, ignore_errors=True)
+    return datasets.load_from_disk(str(out.synthetic))
+
+
+def _version() -> str:
+    from synthaug import __version__
+
+    return __version__
