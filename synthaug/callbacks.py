@@ -1,7 +1,9 @@
-"""Lightning callbacks for diffusion training: a checkpoint on interruption, and sample grids as it learns."""
+"""Lightning callbacks for diffusion training: a graceful stop on signals, and sample grids as it learns."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -9,18 +11,42 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 
-class CheckpointOnInterrupt(Callback):
-    """On Ctrl-C or SIGTERM, save ``last.ckpt`` at the last finished step, so ``--resume`` loses nothing.
+class GracefulStop(Callback):
+    """Ctrl-C or SIGTERM stops training at the next step boundary, so ``last.ckpt`` is a consistent state.
 
-    Lightning turns SIGINT into a graceful ``KeyboardInterrupt`` shutdown; SIGTERM is routed here by the CLI.
+    A signal only sets a flag; after the step in flight finishes (optimizer and EMA updated), training
+    stops and the caller saves the checkpoint that ``--resume`` continues from. A second signal
+    interrupts at once.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.requested:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 class SampleGrid(Callback):

@@ -23,7 +23,7 @@ def _term_as_interrupt(signum, frame):
 
 class _Group(click.Group):
     def invoke(self, ctx):
-        signal.signal(signal.SIGTERM, _term_as_interrupt)
+        previous = signal.signal(signal.SIGTERM, _term_as_interrupt)
         try:
             return super().invoke(ctx)
         except SynthaugError as exc:
@@ -41,6 +41,8 @@ class _Group(click.Group):
             click.echo(f"synthaug: unexpected error: {exc.__class__.__name__}: {first} "
                        "(rerun with SYNTHAUG_DEBUG=1 for the traceback)", err=True)
             ctx.exit(1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:

@@ -248,7 +248,9 @@ def _format_error(err: dict) -> str:
     path = ".".join(loc)
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
-        hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+        prefix = "".join(f"{p}." for p in loc[:-1])
+        close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1, cutoff=0.5) if parent else []
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
         where = path
         if not hint:
             valid = ", ".join(parent.model_fields) if parent else ""

@@ -171,7 +171,9 @@ class ClassConditionalDiffusion(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["images"].shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA update belongs to the optimizer step, so no hook or stop can fall between them.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.step(self.unet.parameters())
 

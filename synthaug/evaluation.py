@@ -384,6 +384,18 @@ def _quiet_lightning() -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Train on one torch thread: float sums depend on the thread count, so one thread gives the same
+    model in-process, in a pool worker and on any machine; parallelism comes from processes instead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_seeds(seed: int) -> dict[str, int]:
     """Independent child seeds for each random source of a run (validation split, weight init, batch
     order, augmentation), all derived from the run's seed: same seed, same run."""
@@ -516,8 +528,7 @@ def run_arm(
     """Train one arm at one seed and score it on the test split.
 
     The validation slice comes from ``train`` (real rows) with a split that depends on the seed only,
-    so every arm at a seed is selected on the same slice. The run uses one torch thread: float sums
-    depend on the thread count, and one thread gives the same metrics in-process and in a worker.
+    so every arm at a seed is selected on the same slice. Trains on one torch thread (``_one_thread``).
     """
     leaked = np.intersect1d(train.ids, test.ids)
     if len(leaked):
@@ -529,16 +540,6 @@ def run_arm(
         fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic)
         metrics = classification_metrics(predict(fit.model, test.x), test.y, num_classes)
     return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 _WORKER_INPUTS: tuple | None = None
@@ -657,8 +658,12 @@ def compute_lift(arms: dict) -> dict:
 
 def train_judge(train: EvalData, num_classes: int, cfg: EvaluateConfig, seed: int) -> torch.nn.Module:
     """A classifier trained on all real training images (classic augmentation, ``cfg.judge_steps``
-    steps, final weights) that judges the synthetic images. Returns a ``LitClassifier`` in eval mode."""
-    return fit_classifier(train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True).model
+    steps, final weights) that judges the synthetic images. Returns a ``LitClassifier`` in eval mode.
+
+    One torch thread, like the arms: the same judge whatever the machine's core count.
+    """
+    with _one_thread():
+        return fit_classifier(train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True).model
 
 
 class JudgeFeatures(nn.Module):
@@ -777,6 +782,11 @@ def quality_metrics(
     """
     if train.x.shape[1:] != synthetic.x.shape[1:]:
         raise SynthaugError(f"synthetic images are {synthetic.x.shape[1:]} but training images are {train.x.shape[1:]}")
+    with _one_thread():
+        return _quality_metrics(judge, train, synthetic, threshold, k)
+
+
+def _quality_metrics(judge, train: EvalData, synthetic: EvalData, threshold: float, k: int) -> tuple[dict, dict]:
     num_classes = judge.hparams.num_classes
     correct = predict(judge, synthetic.x) == synthetic.y
     per_class = [

@@ -163,7 +163,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from synthaug.callbacks import CheckpointOnInterrupt, SampleGrid
+    from synthaug.callbacks import GracefulStop, SampleGrid
     from synthaug.data import LabelledImageDataModule
     from synthaug.diffusion import save_model
 
@@ -187,11 +187,12 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     t = recipe.train
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
                                          start_step=start_step)
+    stop = GracefulStop()
     callbacks = [
+        stop,
         ModelCheckpoint(dirpath=out.checkpoints, filename="step-{step}", every_n_train_steps=t.checkpoint_every,
                         save_last=True, save_top_k=-1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
-        CheckpointOnInterrupt(out.last_checkpoint),
     ]
     if t.sample_every:
         callbacks.append(SampleGrid(out.logs / "samples", every=t.sample_every, classes=data.classes))
@@ -208,9 +209,11 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:
-        raise SynthaugError(f"training interrupted at step {trainer.global_step}; rerun with --resume to finish")
-    trainer.save_checkpoint(out.last_checkpoint, weights_only=False)
+    if trainer.interrupted:  # a hard stop mid-step: keep the last consistent checkpoint
+        raise KeyboardInterrupt(f"training stopped at step {trainer.global_step}")
+    trainer.save_checkpoint(out.last_checkpoint)
+    if stop.requested:
+        raise KeyboardInterrupt(f"training stopped at step {trainer.global_step}")
     if trainer.is_global_zero:
         save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
                    recipe.data.channels)
