@@ -6,7 +6,6 @@ import signal
 import threading
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 

@@ -384,6 +384,14 @@ def build_augment(items: list[dict[str, dict | None]]):
             hint = difflib.get_close_matches(name, names, n=1)
             did = f"; did you mean {hint[0]}?" if hint else ""
             raise SynthaugError(f"train.augment: {name!r} is not an albumentations transform{did}")
+        import inspect
+
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+        unknown = sorted(set(params or {}) - accepted)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], accepted, n=1)
+            did = f"; did you mean {hint[0]}?" if hint else ""
+            raise SynthaugError(f"train.augment: {name} has no parameter {unknown[0]!r}{did}")
         try:
             transforms.append(cls(**(params or {})))
         except Exception as exc:
@@ -432,6 +440,13 @@ class StepBatches(torch.utils.data.Dataset):
 
 
 class StepSampler(torch.utils.data.Sampler):
+    """Yields step indices ``start..stop-1``; its length is ``stop``, the whole run's steps.
+
+    Training is one epoch of ``max_steps`` batches. A resumed run restores Lightning's count of batches
+    done in that epoch (``start``), so the epoch must still be ``stop`` long for Lightning to end it at
+    ``max_steps`` rather than start a second pass over the same steps.
+    """
+
     def __init__(self, start: int, stop: int):
         self.start, self.stop = start, stop
 
@@ -439,7 +454,7 @@ class StepSampler(torch.utils.data.Sampler):
         return iter(range(self.start, self.stop))
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return self.stop
 
 
 try:

@@ -78,7 +78,7 @@ def load_base_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels
     subfolder = "unet" if (path / "unet" / "config.json").is_file() else None
     try:
         unet = UNet2DModel.from_pretrained(base, subfolder=subfolder, use_safetensors=True)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise SynthaugError(
             f"model.base={base!r}: cannot load a UNet2DModel from safetensors ({str(exc).splitlines()[0]})"
         ) from None
@@ -250,7 +250,7 @@ def load_model(model_dir: Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, A
     try:
         unet = UNet2DModel.from_pretrained(model_dir / "unet", use_safetensors=True)
         scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise SynthaugError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]}); retrain it") from None
     if unet.config.num_class_embeds != len(meta["classes"]) + 1:
         raise SynthaugError(

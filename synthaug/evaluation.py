@@ -93,7 +93,9 @@ class EvalData:
         )
 
 
-def validation_split(y: np.ndarray, seed: int, fraction: float = VALIDATION_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    y: np.ndarray, seed: int, fraction: float = VALIDATION_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded stratified split of row indices into (fit, validation).
 
     Each class with at least 2 rows gives ``max(1, round(fraction * n))`` rows to validation; a class
@@ -151,7 +153,9 @@ def _smote(data: EvalData, seed: int) -> EvalData:
     return EvalData.concat(data, EvalData(new_x, new_y, new_ids))
 
 
-def arm_training_set(arm: str, real: EvalData, synthetic: EvalData | None, seed: int) -> tuple[EvalData, bool]:
+def arm_training_set(
+    arm: str, real: EvalData, synthetic: EvalData | None, seed: int
+) -> tuple[EvalData, bool]:
     """The training data of one arm and whether classic augmentation is applied to it.
 
     Args:
@@ -302,7 +306,9 @@ class LitClassifier(pl.LightningModule):
     Input (N, C, H, W) float in [-1, 1]; output logits (N, num_classes).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, arch: str = "cnn", lr: float = 2e-3, max_steps: int = 2000):
+    def __init__(
+        self, in_channels: int, num_classes: int, arch: str = "cnn", lr: float = 2e-3, max_steps: int = 2000
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = BACKBONES[arch](in_channels, num_classes)
@@ -319,7 +325,9 @@ class LitClassifier(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=stage != "train", batch_size=len(y))
+        self.log(
+            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=stage != "train", batch_size=len(y)
+        )
         return loss, logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -467,7 +475,9 @@ def fit_classifier(
 def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """Class predictions (N,) for uint8 images (N, H, W, C)."""
     model.eval()
-    preds = [model(to_model_input(x[i : i + PREDICT_BATCH])).argmax(dim=1) for i in range(0, len(x), PREDICT_BATCH)]
+    preds = [
+        model(to_model_input(x[i : i + PREDICT_BATCH])).argmax(dim=1) for i in range(0, len(x), PREDICT_BATCH)
+    ]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -532,7 +542,9 @@ def run_arm(
     """
     leaked = np.intersect1d(train.ids, test.ids)
     if len(leaked):
-        raise SynthaugError(f"{len(leaked)} test images are also in the training split (ids {leaked[:5].tolist()}...)")
+        raise SynthaugError(
+            f"{len(leaked)} test images are also in the training split (ids {leaked[:5].tolist()}...)"
+        )
     fit_idx, val_idx = validation_split(train.y, run_seeds(seed)["split"])
     real_fit, val = train.take(fit_idx), train.take(val_idx)
     data, classic = arm_training_set(arm, real_fit, synthetic, seed)
@@ -570,7 +582,8 @@ def aggregate_runs(runs: list[ArmRun]) -> dict:
     for arm in dict.fromkeys(run.arm for run in runs):
         mine = [run for run in runs if run.arm == arm]
         result[arm] = {
-            key: _mean_std([run.metrics[key] for run in mine]) for key in ("accuracy", "macro_f1", "balanced_accuracy")
+            key: _mean_std([run.metrics[key] for run in mine])
+            for key in ("accuracy", "macro_f1", "balanced_accuracy")
         }
         result[arm]["per_class_f1"] = np.mean([run.metrics["per_class_f1"] for run in mine], axis=0).tolist()
         result[arm]["runs"] = [run.summary() for run in mine]
@@ -663,7 +676,9 @@ def train_judge(train: EvalData, num_classes: int, cfg: EvaluateConfig, seed: in
     One torch thread, like the arms: the same judge whatever the machine's core count.
     """
     with _one_thread():
-        return fit_classifier(train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True).model
+        return fit_classifier(
+            train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True
+        ).model
 
 
 class JudgeFeatures(nn.Module):
@@ -720,7 +735,9 @@ def _coverage(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor)
     return float(torch.cat(inside).float().mean())
 
 
-def manifold_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float | None, float | None]:
+def manifold_precision_recall(
+    real: torch.Tensor, fake: torch.Tensor, k: int = 3
+) -> tuple[float | None, float | None]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) from features (N, D) and (M, D).
 
     Each set's manifold is the union of balls around its points with radius = distance to the k-th
@@ -781,19 +798,26 @@ def quality_metrics(
         "train": uint8 (P, H, W, C) their nearest training images, "ratio": float (P,)}``, smallest first.
     """
     if train.x.shape[1:] != synthetic.x.shape[1:]:
-        raise SynthaugError(f"synthetic images are {synthetic.x.shape[1:]} but training images are {train.x.shape[1:]}")
+        raise SynthaugError(
+            f"synthetic images are {synthetic.x.shape[1:]} but training images are {train.x.shape[1:]}"
+        )
     with _one_thread():
         return _quality_metrics(judge, train, synthetic, threshold, k)
 
 
-def _quality_metrics(judge, train: EvalData, synthetic: EvalData, threshold: float, k: int) -> tuple[dict, dict]:
+def _quality_metrics(
+    judge, train: EvalData, synthetic: EvalData, threshold: float, k: int
+) -> tuple[dict, dict]:
     num_classes = judge.hparams.num_classes
     correct = predict(judge, synthetic.x) == synthetic.y
     per_class = [
-        float(correct[synthetic.y == c].mean()) if (synthetic.y == c).any() else None for c in range(num_classes)
+        float(correct[synthetic.y == c].mean()) if (synthetic.y == c).any() else None
+        for c in range(num_classes)
     ]
     extractor = JudgeFeatures(judge)
-    precision, recall = manifold_precision_recall(_features(extractor, train.x), _features(extractor, synthetic.x), k)
+    precision, recall = manifold_precision_recall(
+        _features(extractor, train.x), _features(extractor, synthetic.x), k
+    )
     ratio, nearest = nearest_neighbour_ratio(synthetic.x, train.x)
     closest = np.argsort(ratio, kind="stable")[:8]
     quality = {

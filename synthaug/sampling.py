@@ -260,3 +260,25 @@ class Generator:
                                         guidance=guidance, steps=steps, sampler=sampler, autocast=autocast)
             out.extend(to_pil(a) for a in arrays)
         return out
+
+
+def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[int], *, frames: int = 8,
+                     steps: int = 20, guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0):
+    """The pictures people expect of a diffusion model, one row per class.
+
+    Returns ``(forward, reverse)``, uint8 (K, frames, H, W, C): ``forward`` noises a real image of each
+    class from clean to pure noise along the training schedule; ``reverse`` shows the sampler's
+    clean-image estimate from pure noise to the final sample.
+    """
+    schedule = generator.training_scheduler
+    x0 = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    gens = [torch.Generator().manual_seed(derive_seed(seed, int(c), 0)) for c in labels]
+    noise = initial_noise(tuple(x0.shape[1:]), gens)
+    ts = np.linspace(0, schedule.config.num_train_timesteps - 1, frames).round().astype(int)
+    forward = [to_uint8(schedule.add_noise(x0, noise, torch.full((len(x0),), int(t)))) for t in ts]
+    trace: list[torch.Tensor] = []
+    denoise(generator.unet, make_scheduler(sampler, schedule.config), torch.as_tensor(list(labels)), gens,
+            steps=steps, guidance=guidance, null_class=generator.null_class, trace=trace)
+    picks = np.linspace(0, len(trace) - 1, frames).round().astype(int)
+    reverse = [to_uint8(trace[i]) for i in picks]
+    return np.stack(forward, axis=1), np.stack(reverse, axis=1)

@@ -174,6 +174,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     if resume and out.last_checkpoint.exists():
         start_step = checkpoint_step(out.last_checkpoint)
         ckpt_path = str(out.last_checkpoint)
+        if start_step >= recipe.train.max_steps and out.model.exists():
+            return out.model  # finished earlier: nothing to resume
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
     elif overwrite:
@@ -263,7 +265,14 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
 
     from synthaug.generation import run_plan
     from synthaug.sampling import Generator, bf16_supported, build_plan, plan_quotas
-    from synthaug.writers import PARTS, dataset_card, open_parts, read_parts, table_to_dataset, write_synthetic
+    from synthaug.writers import (
+        PARTS,
+        dataset_card,
+        open_parts,
+        read_parts,
+        table_to_dataset,
+        write_synthetic,
+    )
 
     out = Outputs(recipe.run_dir)
     if not out.model.exists():
@@ -335,3 +344,155 @@ def _version() -> str:
     from synthaug import __version__
 
     return __version__
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+SYNTHETIC_ID_OFFSET = 10**12  # synthetic rows get ids far from any real row's
+
+
+def synthetic_arrays(path: Path, image_size: int, channels: int):
+    """The synthetic dataset as (images uint8 NHWC, labels int64, ids int64)."""
+    import datasets
+
+    from synthaug.data import to_array
+
+    ds = datasets.load_from_disk(str(path)).cast_column("image", datasets.Image(decode=False))
+    x = to_array(ds, image_size, channels)
+    return x, np.asarray(ds["label"], dtype=np.int64), SYNTHETIC_ID_OFFSET + np.arange(len(ds), dtype=np.int64)
+
+
+def _examples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8):
+    """Up to ``per_class`` images of each class (the first ones), for grids."""
+    rows = [np.flatnonzero(y == c)[:per_class] for c in range(num_classes)]
+    keep = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+    return x[keep], y[keep]
+
+
+def _loss_rows(logs: Path) -> str:
+    """Lightning's CSV log → ``step,train_loss`` lines (rows without a loss are dropped)."""
+    import csv
+    import io
+
+    files = sorted(logs.rglob("metrics.csv"))
+    out = io.StringIO()
+    out.write("step,train_loss\n")
+    for path in files:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("train_loss"):
+                    out.write(f"{row['step']},{row['train_loss']}\n")
+    return out.getvalue()
+
+
+def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
+    from synthaug.evaluation import EvalData, compute_lift, quality_metrics, run_arms, train_judge
+    from synthaug.report import build_report
+    from synthaug.sampling import Generator, diffusion_strips
+
+    out = Outputs(recipe.run_dir)
+    metrics_path = out.report / "metrics.json"
+    if _refuse_existing(metrics_path, overwrite, resume, "an evaluation"):
+        return out.report
+    needs_synthetic = any("synthetic" in arm for arm in recipe.evaluate.arms)
+    if needs_synthetic and not out.synthetic.exists():
+        raise SynthaugError(f"{out.synthetic}: no synthetic dataset; run `synthaug generate` first")
+    save_recipe(recipe, recipe.run_dir)
+    _seed_everything(recipe.seed)
+    size, channels = recipe.data.image_size, recipe.data.channels
+
+    x, y, ids, data = real_arrays(recipe)
+    test_x = _to_test_array(recipe, data)
+    k = len(data.classes)
+    train = EvalData(x, y, ids)
+    test = EvalData(test_x, np.asarray(data.test["label"], dtype=np.int64), np.asarray(data.test["id"], dtype=np.int64))
+    synthetic = None
+    if out.synthetic.exists():
+        synthetic = EvalData(*synthetic_arrays(out.synthetic, size, channels))
+
+    quality, pairs = None, None
+    assets: dict[str, np.ndarray] = {}
+    assets["real_x"], assets["real_y"] = _examples(x, y, k)
+    if synthetic is not None and len(synthetic):
+        judge = train_judge(train, k, recipe.evaluate, recipe.seed)
+        quality, pairs = quality_metrics(judge, train, synthetic, recipe.evaluate.memorization_threshold)
+        assets["synth_x"], assets["synth_y"] = _examples(synthetic.x, synthetic.y, k)
+        assets["mem_synthetic"], assets["mem_train"], assets["mem_ratio"] = (
+            pairs["synthetic"], pairs["train"], np.asarray(pairs["ratio"]))
+    if out.model.exists():
+        generator = Generator.from_pretrained(out.model)
+        first = [int(np.flatnonzero(y == c)[0]) for c in range(k)]
+        g = recipe.generate
+        assets["forward"], assets["reverse"] = diffusion_strips(
+            generator, x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
+            seed=recipe.seed)
+
+    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress)
+    generation = _generation_info(out.synthetic)
+    metrics = {
+        "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
+                    "test_counts": dict(zip(data.classes, data.test_counts))},
+        "generation": generation,
+        "quality": quality,
+        "arms": arms,
+        "lift": compute_lift(arms),
+    }
+    _write_report_inputs(out.report, recipe, metrics, assets)
+    build_report(out.report)
+    return out.report
+
+
+def _to_test_array(recipe: Recipe, data) -> np.ndarray:
+    from synthaug.data import to_array
+
+    return to_array(data.test, recipe.data.image_size, recipe.data.channels)
+
+
+def _generation_info(synthetic: Path) -> dict[str, Any] | None:
+    path = synthetic / "generation.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    return {"counts": info["counts"], "sampler": info["sampler"], "steps": info["steps"],
+            "guidance": info["guidance"], "mode": info.get("mode"),
+            "images_per_second": info["images_per_second"]}
+
+
+def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets: dict[str, np.ndarray]) -> None:
+    import io
+
+    import yaml
+
+    from synthaug.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **assets)
+    atomic_write_bytes(report_dir / "assets.npz", buf.getvalue())
+    atomic_write_text(report_dir / "loss.csv", _loss_rows(Outputs(recipe.run_dir).logs))
+    atomic_write_text(report_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    # metrics.json last: its presence marks the evaluation complete.
+    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def report(recipe: Recipe) -> Path:
+    """Rebuild ``report/index.html`` from ``report/metrics.json`` and the files beside it."""
+    from synthaug.report import build_report
+
+    return build_report(Outputs(recipe.run_dir).report)
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """train → generate → evaluate → report. With ``--resume``, finished stages are kept and an
+    interrupted one continues; with ``--overwrite``, every stage starts afresh."""
+    out = Outputs(recipe.run_dir)
+    if not (resume or overwrite):
+        existing = [p for p in (out.model, out.synthetic, out.report) if p.exists()]
+        if existing:
+            raise SynthaugError(f"{existing[0]} exists; rerun with --resume to finish the run or --overwrite to redo it")
+    train(recipe, resume=resume, overwrite=overwrite, progress=progress)
+    generate(recipe, resume=resume, overwrite=overwrite, progress=progress)
+    return evaluate(recipe, resume=resume, overwrite=overwrite, progress=progress)

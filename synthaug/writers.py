@@ -122,11 +122,15 @@ def safe_name(name: str) -> str:
 
 def safe_names(names: Sequence[str]) -> list[str]:
     """``safe_name`` for each class, made unique (case-insensitively) with a ``-N`` suffix."""
-    out, seen = [], set()
-    for i, name in enumerate(names):
-        candidate = safe_name(name)
-        if candidate.casefold() in seen:
-            candidate = f"{candidate}-{i}"
+    out: list[str] = []
+    taken = {safe_name(n).casefold() for n in names}
+    seen: set[str] = set()
+    for name in names:
+        candidate = base = safe_name(name)
+        n = 1
+        while candidate.casefold() in seen or (candidate != base and candidate.casefold() in taken):
+            n += 1
+            candidate = f"{base}-{n}"
         seen.add(candidate.casefold())
         out.append(candidate)
     return out

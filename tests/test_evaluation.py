@@ -55,7 +55,8 @@ def every_arm(digits) -> dict:
     """Every arm trained once at seed 0."""
     cfg = _cfg()
     return {
-        arm: run_arm(arm, 0, digits["train"], digits["test"], digits["synthetic"], NUM_CLASSES, cfg) for arm in ARMS
+        arm: run_arm(arm, 0, digits["train"], digits["test"], digits["synthetic"], NUM_CLASSES, cfg)
+        for arm in ARMS
     }
 
 
@@ -117,7 +118,14 @@ def test_arms_with_synthetic_data_need_it(digits):
     with pytest.raises(SynthaugError, match="synthetic"):
         arm_training_set("real+synthetic", digits["train"], None, seed=0)
     with pytest.raises(SynthaugError, match="synthetic"):
-        run_arms(digits["train"], digits["test"], None, NUM_CLASSES, _cfg(arms=["real", "synthetic"]), progress=False)
+        run_arms(
+            digits["train"],
+            digits["test"],
+            None,
+            NUM_CLASSES,
+            _cfg(arms=["real", "synthetic"]),
+            progress=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -151,7 +159,9 @@ def test_a_test_image_in_the_training_split_is_refused(digits):
 
 
 def test_same_arm_and_seed_give_identical_metrics(digits, every_arm):
-    again = run_arm("real+synthetic+classic", 0, digits["train"], digits["test"], digits["synthetic"], NUM_CLASSES, _cfg())
+    again = run_arm(
+        "real+synthetic+classic", 0, digits["train"], digits["test"], digits["synthetic"], NUM_CLASSES, _cfg()
+    )
     first = every_arm["real+synthetic+classic"]
     assert again.metrics == first.metrics
     assert again.best_step == first.best_step
