@@ -9,13 +9,16 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from synthaug.errors import Interrupted
+
 
 class GracefulStop(Callback):
-    """Ctrl-C or SIGTERM stops training at the next step boundary, so ``last.ckpt`` is a consistent state.
+    """Ctrl-C or SIGTERM stops at the next safe point, so what is on disk is a consistent state.
 
-    A signal only sets a flag; after the step in flight finishes (optimizer and EMA updated), training
-    stops and the caller saves the checkpoint that ``--resume`` continues from. A second signal
-    interrupts at once.
+    A signal only sets a flag. Training stops after the step in flight (optimizer and EMA updated) and
+    the caller saves the checkpoint that ``--resume`` continues from; generation stops after the batch
+    in flight is written as a shard (put this callback after the writer). A second signal interrupts
+    at once.
     """
 
     def __init__(self):
@@ -27,16 +30,30 @@ class GracefulStop(Callback):
             raise KeyboardInterrupt
         self.requested = True
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def _install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.requested:
             trainer.should_stop = True
 
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.requested:
+            self._restore()
+            raise Interrupted("generation stopped; finished batches are kept, rerun with --resume")
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
         self._restore()
 
     def on_exception(self, trainer, pl_module, exception) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from synthaug.errors import SynthaugError
+from synthaug.errors import Interrupted, SynthaugError
 
 
 def _term_as_interrupt(signum, frame):
@@ -28,6 +28,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SynthaugError as exc:
             click.echo(f"synthaug: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except Interrupted as exc:
+            click.echo(f"synthaug: interrupted: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("synthaug: interrupted; finished work is kept, rerun with --resume to continue", err=True)

@@ -11,3 +11,9 @@ class EnvironmentFailure(SynthaugError):
     """The machine, not the input, failed (disk full, read-only folder). Exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM at a safe point; ``--resume`` continues it. Exit code 130."""
+
+    exit_code = 130

@@ -139,7 +139,9 @@ def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer
     module = SamplingModule(generator, sampler=sampler, steps=steps, guidance=guidance, strength=strength,
                             autocast=autocast)
     total = total if total is not None else len(rows)
-    callbacks: list[Callback] = [ShardWriter(parts_dir)]
+    from synthaug.callbacks import GracefulStop
+
+    callbacks: list[Callback] = [ShardWriter(parts_dir), GracefulStop()]
     meter = ImagesProgress(total, total - len(rows), show=progress)
     callbacks.append(meter)
     trainer = pl.Trainer(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from synthaug.config import Recipe, save_recipe
-from synthaug.errors import SynthaugError
+from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text
 
 MODEL, CHECKPOINTS, LOGS, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "synthetic", "report"
@@ -211,11 +211,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:  # a hard stop mid-step: keep the last consistent checkpoint
-        raise KeyboardInterrupt(f"training stopped at step {trainer.global_step}")
     trainer.save_checkpoint(out.last_checkpoint)
     if stop.requested:
-        raise KeyboardInterrupt(f"training stopped at step {trainer.global_step}")
+        raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
     if trainer.is_global_zero:
         save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
                    recipe.data.channels)
@@ -255,6 +253,74 @@ def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
         members = by_class[row.label]
         out.append(int(members[row.index % len(members)]))
     return out
+
+
+def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
+    """The judge's softmax probability of each image's own label → float32 (N,)."""
+    import torch
+
+    from synthaug.evaluation import to_model_input
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            probs = judge(to_model_input(images[i:i + batch])).softmax(dim=1)
+            out.append(probs[torch.arange(len(probs)), torch.as_tensor(labels[i:i + batch])].numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def judge_filter(recipe: Recipe, table, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
+    """Drop samples the judge does not give their label with ``min_confidence``; refill with new seeds.
+
+    A classifier trained on the real training split scores every sample. Each round plans, per class,
+    enough extra rows (new indices, so new seeds) to cover the shortfall at the class's acceptance rate
+    so far, for at most ``filter.max_tries`` rounds. Returns (the accepted rows, at most the quota per
+    class, in class then plan order, with a ``confidence`` column; acceptance rate per class).
+    """
+    import pyarrow as pa
+
+    from synthaug.evaluation import EvalData, train_judge
+    from synthaug.sampling import PlanRow, derive_seed
+    from synthaug.writers import decode_png, read_parts
+
+    g = recipe.generate
+    judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
+    scores: dict[int, float] = {}
+    for _ in range(g.filter.max_tries + 1):
+        positions = table.column("position").to_numpy()
+        fresh = [i for i, p in enumerate(positions) if int(p) not in scores]
+        if fresh:
+            images = np.stack([decode_png(table.column("image")[i].as_py()) for i in fresh])
+            labels = table.column("label").to_numpy()[fresh]
+            for i, conf in zip(fresh, judge_confidence(judge, images, labels)):
+                scores[int(positions[i])] = float(conf)
+        labels = table.column("label").to_numpy()
+        conf = np.array([scores[int(p)] for p in positions])
+        ok = conf >= g.filter.min_confidence
+        short = {k: quotas[c] - int(ok[labels == k].sum()) for k, c in enumerate(classes)}
+        if all(v <= 0 for v in short.values()) or _ == g.filter.max_tries:
+            break
+        extra, next_position = [], int(positions.max()) + 1
+        indices = table.column("index").to_numpy()
+        for k, missing in short.items():
+            if missing <= 0:
+                continue
+            tried = int((labels == k).sum())
+            rate = max(ok[labels == k].mean() if tried else 1.0, 0.1)
+            first = int(indices[labels == k].max()) + 1 if tried else 0
+            for index in range(first, first + int(np.ceil(missing / rate))):
+                extra.append(PlanRow(next_position, k, index, derive_seed(recipe.seed, k, index)))
+                next_position += 1
+        sample(extra, len(extra))
+        table = read_parts(recipe.run_dir / "synthetic.parts")
+
+    table = table.append_column("confidence", pa.array(conf, pa.float32()))
+    keep = []
+    for k, c in enumerate(classes):
+        rows = np.flatnonzero((labels == k) & ok)
+        keep.extend(rows[: quotas[c]].tolist())
+    acceptance = {c: float(ok[labels == k].mean()) if (labels == k).any() else 1.0 for k, c in enumerate(classes)}
+    return table.take(pa.array(sorted(keep, key=lambda i: (labels[i], positions[i])))), acceptance
 
 
 def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
@@ -302,25 +368,34 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     done = open_parts(parts, fingerprint, resume=resume)
     todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
 
-    sources = source_index = None
-    if g.mode == "variation" and todo:
-        source_rows = variation_sources(y, todo, recipe.seed)
-        sources, source_index = x[source_rows], [int(ids[i]) for i in source_rows]
     autocast = g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported())
     started = time.perf_counter()
-    rate = 0.0
+    rates = []
+
+    def sample(batch_rows, total):
+        sources = source_index = None
+        if g.mode == "variation":
+            source_rows = variation_sources(y, batch_rows, recipe.seed)
+            sources, source_index = x[source_rows], [int(ids[i]) for i in source_rows]
+        rates.append(run_plan(generator, batch_rows, parts, trainer_kwargs(recipe), sampler=g.sampler,
+                              steps=g.steps, guidance=g.guidance, batch_size=g.batch_size, strength=g.strength,
+                              autocast=autocast, sources=sources, source_index=source_index, total=total,
+                              progress=progress))
+
     if todo:
-        rate = run_plan(generator, todo, parts, trainer_kwargs(recipe), sampler=g.sampler, steps=g.steps,
-                        guidance=g.guidance, batch_size=g.batch_size, strength=g.strength, autocast=autocast,
-                        sources=sources, source_index=source_index, total=len(rows), progress=progress)
+        sample(todo, len(rows))
     table = read_parts(parts)
-    written = 0 if table is None else table.num_rows
+    written = 0 if table is None else int(np.sum(table.column("position").to_numpy() < len(rows)))
     if written < len(rows):
         if shard is not None:
             print(f"shard {shard[0]}/{shard[1]} done; {len(rows) - written} plan rows remain for other shards")
             return None
         raise SynthaugError(f"generation stopped with {written}/{len(rows)} images; rerun with --resume to finish")
 
+    acceptance = None
+    if g.filter.min_confidence is not None:
+        table, acceptance = judge_filter(recipe, table, quotas, data.classes, x, y, ids, sample)
+    rate = float(np.mean(rates)) if rates else 0.0
     settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
     dataset = table_to_dataset(table, data.classes, settings)
     counts = dict(zip(data.classes, np.bincount(np.asarray(dataset["label"]), minlength=len(data.classes)).tolist()))
@@ -331,11 +406,12 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         provenance={"recipe_hash": recipe.digest(), "model": str(out.model), "model_digest": fingerprint["model"],
                     "seed": recipe.seed, "seed_rule": "derive_seed(seed, label, index) (synthaug.sampling)",
                     "synthaug_version": _version()},
-        formats=g.formats,
+        acceptance=acceptance, formats=g.formats,
     )
     write_synthetic(dataset, out.synthetic, g.formats, card)
     atomic_write_text(out.synthetic / "generation.json", json.dumps(
-        {"counts": counts, "images_per_second": rate, "seconds": time.perf_counter() - started, **settings}, indent=2))
+        {"counts": counts, "images_per_second": rate, "seconds": time.perf_counter() - started,
+         "acceptance": acceptance, **settings}, indent=2))
     shutil.rmtree(parts, ignore_errors=True)
     return datasets.load_from_disk(str(out.synthetic))
 

@@ -20,6 +20,7 @@ from synthaug import stages
 from synthaug.cli import cli
 from synthaug.config import ModelConfig, load_recipe
 from synthaug.diffusion import load_base_unet
+from synthaug.errors import Interrupted
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 
@@ -72,7 +73,7 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path: Path, monkeypatc
         real_init(self, *args, callbacks=[*(callbacks or []), SignalAt(7)], **kwargs)
 
     monkeypatch.setattr(pl.Trainer, "__init__", with_signal)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         stages.train(recipe(parts), progress=False)
     monkeypatch.setattr(pl.Trainer, "__init__", real_init)
     assert not (parts / "model").exists()

@@ -1,0 +1,194 @@
+"""Generation: per-image seeds (batch size, processes, interruption, shards), formats, variations, filter, API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+from pytorch_lightning.callbacks import Callback
+
+import synthaug
+from synthaug import stages
+from synthaug.config import load_recipe
+from synthaug.errors import Interrupted
+
+SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("gen") / "trained"
+    stages.train(load_recipe(SMOKE, out=run), progress=False)
+    return run
+
+
+def copy_run(model_run: Path, dest: Path) -> Path:
+    shutil.copytree(model_run, dest, ignore=shutil.ignore_patterns("synthetic*"))
+    return dest
+
+
+def images(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    ds = datasets.load_from_disk(str(run / "synthetic"))
+    arr = np.stack([np.asarray(im, dtype=np.int16) for im in ds["image"]])
+    return arr, np.asarray(ds["seed"])
+
+
+def gen(run: Path, *overrides: str, **kwargs):
+    return stages.generate(load_recipe(run, overrides=list(overrides)), progress=False, **kwargs)
+
+
+def assert_same_images(a: Path, b: Path) -> None:
+    (xa, sa), (xb, sb) = images(a), images(b)
+    assert xa.shape == xb.shape and (sa == sb).all()
+    assert np.abs(xa - xb).max() <= 1, "no pixel may differ by more than 1 grey level"
+
+
+def test_same_images_whatever_the_batch_size(model_run: Path, tmp_path: Path):
+    a, b = copy_run(model_run, tmp_path / "a"), copy_run(model_run, tmp_path / "b")
+    gen(a, "generate.batch_size=7")
+    gen(b, "generate.batch_size=64")
+    assert_same_images(a, b)
+    x, seeds = images(a)
+    assert len(set(seeds.tolist())) == len(seeds) and x.std() > 0
+
+
+class SignalAfterFirstBatch(Callback):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(model_run: Path, tmp_path: Path, monkeypatch):
+    import pytorch_lightning as pl
+
+    whole, parts = copy_run(model_run, tmp_path / "whole"), copy_run(model_run, tmp_path / "parts")
+    gen(whole, "generate.batch_size=8")
+    real_init = pl.Trainer.__init__
+
+    def with_signal(self, *args, callbacks=None, **kwargs):
+        # after synthaug's own callbacks, like a Ctrl-C that lands while the first batch is being written
+        real_init(self, *args, callbacks=[SignalAfterFirstBatch(), *(callbacks or [])], **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", with_signal)
+    with pytest.raises(Interrupted):
+        gen(parts, "generate.batch_size=8")
+    monkeypatch.setattr(pl.Trainer, "__init__", real_init)
+    assert not (parts / "synthetic").exists()
+    shards = list((parts / "synthetic.parts").glob("shard-*.parquet"))
+    assert len(shards) == 1, "the batch in flight is finished and written, nothing more"
+    with pytest.raises(Exception, match="--resume"):
+        gen(parts, "generate.batch_size=8")
+    gen(parts, "generate.batch_size=8", resume=True)
+    assert_same_images(whole, parts)
+    assert not (parts / "synthetic.parts").exists(), "work files are cleaned up"
+
+
+def test_shards_add_up_to_the_whole(model_run: Path, tmp_path: Path):
+    whole, split = copy_run(model_run, tmp_path / "whole"), copy_run(model_run, tmp_path / "split")
+    gen(whole)
+    assert gen(split, shard=(0, 2), resume=True) is None
+    assert not (split / "synthetic").exists()
+    assert gen(split, shard=(1, 2), resume=True) is not None
+    assert_same_images(whole, split)
+
+
+def test_every_format_loads_back_with_the_same_labels(model_run: Path, tmp_path: Path):
+    run = copy_run(model_run, tmp_path / "fmt")
+    ds = gen(run, "generate.formats=[hf, parquet, imagefolder]")
+    labels = ds["label"]
+    table = pd.concat(pd.read_parquet(p) for p in sorted((run / "synthetic" / "parquet").glob("*.parquet")))
+    assert table["label"].tolist() == labels
+    folder = datasets.load_dataset("imagefolder", data_dir=str(run / "synthetic" / "imagefolder"), split="train")
+    names = ds.features["label"].names
+    assert sorted(names[i] for i in labels) == sorted(str(c) for c in folder["class_name"])
+    meta = pd.read_csv(run / "synthetic" / "imagefolder" / "metadata.csv")
+    assert set(meta["seed"]) == set(ds["seed"])
+
+
+def test_class_names_cannot_escape_the_output_folder(tmp_path: Path):
+    from synthaug.writers import synthetic_features, write_imagefolder
+
+    classes = ["../../etc", "a/b", "..", "ok"]
+    png = _png()
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": png, "path": None}] * 4, "label": [0, 1, 2, 3], "seed": [1, 2, 3, 4],
+         "index": [0, 0, 0, 0], "sampler": ["dpmpp"] * 4, "steps": [1] * 4, "guidance": [1.0] * 4,
+         "mode": ["sample"] * 4, "confidence": [None] * 4, "source_index": [None] * 4},
+        features=synthetic_features(classes))
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    write_imagefolder(ds, out)
+    written = [p for p in tmp_path.rglob("*.png")]
+    assert len(written) == 4
+    assert all(out.resolve() in p.resolve().parents for p in written)
+    assert len({p.parent for p in written}) == 4
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_variation_mode_records_its_source_and_stays_close(model_run: Path, tmp_path: Path):
+    run = copy_run(model_run, tmp_path / "var")
+    ds = gen(run, "generate.mode=variation", "generate.strength=0.05", "generate.steps=20")
+    assert all(s is not None for s in ds["source_index"])
+    recipe = load_recipe(run)
+    x, y, ids, _ = stages.real_arrays(recipe)
+    by_id = {int(i): k for k, i in enumerate(ids)}
+    for row in ds.select(range(5)):
+        src = x[by_id[row["source_index"]]][..., 0].astype(float)
+        assert y[by_id[row["source_index"]]] == row["label"], "the source is a real image of the same class"
+        assert np.abs(np.asarray(row["image"], dtype=float) - src).mean() < 20, "a light variation stays close"
+
+
+def test_judge_filter_keeps_only_confident_samples(model_run: Path, tmp_path: Path):
+    import json
+
+    run = copy_run(model_run, tmp_path / "filt")
+    ds = gen(run, "generate.filter.min_confidence=0.15", "generate.filter.max_tries=2")
+    conf = np.asarray(ds["confidence"], dtype=float)
+    assert len(conf) and (conf >= 0.15).all()
+    assert (np.bincount(ds["label"], minlength=10) <= 3).all(), "never more than the quota"
+    info = json.loads((run / "synthetic" / "generation.json").read_text())
+    assert set(info["acceptance"]) == {str(i) for i in range(10)}
+    assert "acceptance" in (run / "synthetic" / "README.md").read_text()
+
+
+def test_python_api(model_run: Path, tmp_path: Path):
+    gen_ = synthaug.Generator.from_pretrained(model_run / "model")
+    first = gen_.sample(labels=[0, 0, 3], guidance=2.0, steps=4, seed=0)
+    again = gen_.sample(labels=[0, "0", 3], guidance=2.0, steps=4, seed=0, batch_size=1)
+    assert [im.size for im in first] == [(8, 8)] * 3
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1])), "two images of a class differ"
+    run = copy_run(model_run, tmp_path / "api")
+    ds = synthaug.generate(load_recipe(run), progress=False)
+    assert isinstance(ds, datasets.Dataset) and len(ds) == 30
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_make_the_single_process_dataset(model_run: Path, tmp_path: Path):
+    single, ddp = copy_run(model_run, tmp_path / "single"), copy_run(model_run, tmp_path / "ddp")
+    gen(single, "generate.batch_size=4")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "synthaug.cli", "generate", str(ddp), "--set", "generate.batch_size=4",
+           "--set", "compute.accelerator=cpu", "--set", "compute.devices=2", "--set", "compute.strategy=ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = {p.name.rsplit("-r", 1)[1] for p in (ddp / "synthetic.parts").glob("*")} if (ddp / "synthetic.parts").exists() else set()
+    assert not ranks, "parts are cleaned up after assembly"
+    assert_same_images(single, ddp)
