@@ -150,4 +150,5 @@ def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer
     )
     trainer.predict(module, datamodule=PlanDataModule(PlanRows(rows, sources, source_index), batch_size),
                     return_predictions=False)
+    trainer.strategy.barrier("shards written")  # rank 0 assembles only after every rank's last shard
     return meter.images_per_second

@@ -71,6 +71,14 @@ def _refuse_existing(path: Path, overwrite: bool, resume: bool, what: str) -> bo
     return False
 
 
+def is_global_zero() -> bool:
+    """False in the extra processes a distributed launcher started; they rerun the same command, and
+    must neither prepare nor clean shared outputs (rank 0 does) nor run the single-process stages."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _seed_everything(seed: int) -> None:
     import pytorch_lightning as pl
 
@@ -178,7 +186,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             return out.model  # finished earlier: nothing to resume
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
-    elif overwrite:
+    elif overwrite and is_global_zero():
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)
@@ -346,7 +354,8 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     if _refuse_existing(out.synthetic, overwrite, resume, "a synthetic dataset"):
         return datasets.load_from_disk(str(out.synthetic))
     parts = recipe.run_dir / PARTS
-    if overwrite:
+    leader = is_global_zero()
+    if overwrite and leader:
         shutil.rmtree(parts, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)
 
@@ -365,7 +374,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         "seed": recipe.seed, "model": _model_digest(out.model), "rows": len(rows),
         "generate": g.model_dump(mode="json", exclude={"batch_size", "formats"}),
     }
-    done = open_parts(parts, fingerprint, resume=resume)
+    done = open_parts(parts, fingerprint, resume=resume or not leader)
     todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
 
     autocast = g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported())
@@ -384,6 +393,8 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
 
     if todo:
         sample(todo, len(rows))
+    if not leader:
+        return None  # rank 0 assembles the dataset from every rank's shards
     table = read_parts(parts)
     written = 0 if table is None else int(np.sum(table.column("position").to_numpy() < len(rows)))
     if written < len(rows):
@@ -571,4 +582,6 @@ def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progre
             raise SynthaugError(f"{existing[0]} exists; rerun with --resume to finish the run or --overwrite to redo it")
     train(recipe, resume=resume, overwrite=overwrite, progress=progress)
     generate(recipe, resume=resume, overwrite=overwrite, progress=progress)
+    if not is_global_zero():
+        raise SystemExit(0)  # evaluation runs its own worker pool, in rank 0 alone
     return evaluate(recipe, resume=resume, overwrite=overwrite, progress=progress)
