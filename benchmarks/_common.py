@@ -10,7 +10,9 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
@@ -92,6 +94,14 @@ def update_section(name: str, markdown: str, path: str | Path = "docs/BENCHMARKS
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_START = time.perf_counter()
+
+
+def note(message: str) -> None:
+    """A progress line on stderr, with the seconds since the script started."""
+    print(f"[{time.perf_counter() - _START:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:

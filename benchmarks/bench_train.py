@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import load_average, machine_line, table, update_section
+from _common import load_average, machine_line, note, table, update_section
 
 RECIPE = "recipes/digits-longtail.yaml"
 TARGET = 0.95
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                 rate = (run_plain(precision, steps, warmup, arrays) if path == "plain"
                         else run_synthaug(precision, steps, warmup))
                 runs.setdefault((precision, path), []).append(rate)
-                print(f"repeat {r + 1}: {precision:10s} {path:8s} {rate[0]:7.1f} img/s "
-                      f"(median step {rate[1]:.1f})", file=sys.stderr)
+                note(f"repeat {r + 1}: {precision:10s} {path:8s} {rate[0]:7.1f} img/s (median step {rate[1]:.1f})")
     ema_ms = ema_cost_ms(arrays)
     load_after = load_average()
 

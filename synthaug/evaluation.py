@@ -15,6 +15,7 @@ see them as float ``(N, C, H, W)`` in [-1, 1].
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import multiprocessing
 import warnings
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import numpy as np
@@ -39,6 +41,7 @@ from tqdm import tqdm
 
 from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import SynthaugError
+from synthaug.io import atomic_write_text
 
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)
 BASELINE_ARMS = tuple(arm for arm in ARMS if "synthetic" not in arm)
@@ -516,6 +519,17 @@ class ArmRun:
     train_ids: np.ndarray  # ids of every training row (repeats for oversampled rows)
     val_ids: np.ndarray  # ids of the validation slice
 
+    def to_json(self) -> dict:
+        return {"arm": self.arm, "seed": self.seed, "metrics": self.metrics, "steps": self.steps,
+                "images_seen": self.images_seen, "best_step": self.best_step,
+                "train_size": len(self.train_ids), "val_ids": self.val_ids.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ArmRun:
+        # Training ids are not kept in the cache (the leak check ran when the run was made).
+        return cls(d["arm"], d["seed"], d["metrics"], d["steps"], d["images_seen"], d["best_step"],
+                   np.zeros(d["train_size"], dtype=np.int64), np.asarray(d["val_ids"], dtype=np.int64))
+
     def summary(self) -> dict:
         return {
             "seed": self.seed,
@@ -552,6 +566,16 @@ def run_arm(
         fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic)
         metrics = classification_metrics(predict(fit.model, test.x), test.y, num_classes)
     return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids)
+
+
+def _cached(cache_dir: Path | None, arm: str, seed: int) -> ArmRun | None:
+    path = Path(cache_dir) / f"{arm}@{seed}.json" if cache_dir is not None else None
+    if path is None or not path.exists():
+        return None
+    try:
+        return ArmRun.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError):
+        return None  # a damaged cache entry is simply redone
 
 
 _WORKER_INPUTS: tuple | None = None
@@ -598,8 +622,13 @@ def run_arms(
     cfg: EvaluateConfig,
     *,
     progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Train and test every arm in ``cfg.arms`` at every seed in ``cfg.seeds``.
+
+    With ``cache_dir``, each finished run is saved there as ``{arm}@{seed}.json`` (atomically) and an
+    interrupted evaluation resumes without retraining the runs it finished. The caller keys the folder
+    by everything the runs depend on.
 
     Runs are independent: with ``cfg.workers > 1`` they go to a pool of spawned one-thread processes,
     else they run in this process. Results do not depend on completion order.
@@ -615,13 +644,20 @@ def run_arms(
             "or set evaluate.arms without them"
         )
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
-    done: dict[tuple[str, int], ArmRun] = {}
-    workers = min(cfg.workers, len(jobs))
-    with tqdm(total=len(jobs), desc="arms x seeds", unit="run", disable=not progress) as bar:
-        if workers == 1:
-            for arm, seed in jobs:
-                done[arm, seed] = run_arm(arm, seed, train, test, synthetic, num_classes, cfg)
-                bar.update()
+    done: dict[tuple[str, int], ArmRun] = {job: run for job in jobs if (run := _cached(cache_dir, *job))}
+
+    def finished(job: tuple[str, int], run: ArmRun) -> None:
+        done[job] = run
+        if cache_dir is not None:
+            atomic_write_text(Path(cache_dir) / f"{job[0]}@{job[1]}.json", json.dumps(run.to_json()))
+        bar.update()
+
+    todo = [job for job in jobs if job not in done]
+    workers = min(cfg.workers, len(todo))
+    with tqdm(total=len(jobs), initial=len(done), desc="arms x seeds", unit="run", disable=not progress) as bar:
+        if workers <= 1:
+            for arm, seed in todo:
+                finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg))
         else:
             with ProcessPoolExecutor(
                 max_workers=workers,
@@ -629,10 +665,9 @@ def run_arms(
                 initializer=_init_worker,
                 initargs=((train, test, synthetic, num_classes, cfg),),
             ) as pool:
-                futures = {pool.submit(_run_in_worker, arm, seed): (arm, seed) for arm, seed in jobs}
+                futures = {pool.submit(_run_in_worker, arm, seed): (arm, seed) for arm, seed in todo}
                 for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-                    bar.update()
+                    finished(futures[future], future.result())
     return aggregate_runs([done[job] for job in jobs])
 
 

@@ -515,7 +515,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
             generator, x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
             seed=recipe.seed)
 
-    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress)
+    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress,
+                    cache_dir=out.report / ".runs" / _evaluation_key(recipe, out.synthetic))
     generation = _generation_info(out.synthetic)
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
@@ -528,6 +529,18 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     _write_report_inputs(out.report, recipe, metrics, assets)
     build_report(out.report)
     return out.report
+
+
+def _evaluation_key(recipe: Recipe, synthetic: Path) -> str:
+    """What every arm's run depends on: the data, the classifier settings and the synthetic set."""
+    import hashlib
+
+    parts = {
+        "seed": recipe.seed, "data": recipe.data.model_dump(mode="json"),
+        "evaluate": recipe.evaluate.model_dump(mode="json", exclude={"arms", "seeds", "workers"}),
+        "synthetic": (synthetic / "state.json").read_text() if (synthetic / "state.json").exists() else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _to_test_array(recipe: Recipe, data) -> np.ndarray:

@@ -1,0 +1,303 @@
+"""Sampling images/second: ``synthaug.sampling.Generator.sample`` against a plain diffusers loop, in one run.
+
+Both sample the same labels (``i mod K``) with the same UNet, DPM-Solver++ scheduler (``make_scheduler("dpmpp",
+...)`` from the model's training scheduler), steps, guidance and batch size. The plain loop is what a
+diffusers user writes: one ``torch.Generator`` for the batch noise and two UNet calls per step (conditional,
+then null class), under ``torch.no_grad``. Modes:
+
+- fp32: ``Generator.sample`` as shipped (one batched forward of 2B images per step).
+- fp32 channels_last: the same call after the caller converts the UNet's weights with
+  ``gen.unet.to(memory_format=torch.channels_last)`` (no change to synthaug).
+- bf16 autocast: ``Generator.sample(autocast=True)``. On a CPU without native bf16 it is emulated and slow,
+  so it runs once on ``--bf16-images`` images, beside fp32 and the plain loop on the same images.
+
+What is timed: the whole call that turns labels into images (noise, every UNet pass, guidance, scheduler
+steps, conversion to PIL images or uint8 arrays), after one small warm-up call per path; best of
+``--repeats`` interleaved runs. Model loading and the judge are outside. Quality: a judge classifier
+(``synthaug.evaluation.train_judge`` on the real digits training split) scores each mode's images, so a
+faster mode can be checked to keep judge accuracy within 1 point of fp32. The machine's reference speed:
+a 2048×2048 fp32 matmul and the UNet's costliest conv2d alone; the UNet's FLOPs per image and step are
+counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmul, conv and attention only).
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_sample.py [--model runs/digits-longtail/model]
+[--images 512] [--steps 20] [--no-write]`` (``make bench`` runs it). Without a trained model it first trains a
+quick one (150 steps) into a temporary folder and says so. Writes the ``sample`` section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import load_average, machine_line, note, table, update_section
+
+RECIPE = "recipes/digits-longtail.yaml"
+FP32_TARGET, FAST_TARGET, JUDGE_POINTS = 1.0, 2.0, 1.0
+
+
+@torch.no_grad()
+def plain_sample(unet, training_config, labels: list[int], *, steps: int, guidance: float, null_class: int,
+                 batch_size: int, seed: int = 0) -> np.ndarray:
+    """The plain diffusers loop: guidance as two forward passes per step → uint8 (N, H, W, C)."""
+    from synthaug.sampling import make_scheduler, to_uint8
+
+    cfg = unet.config
+    out = []
+    for start in range(0, len(labels), batch_size):
+        y = torch.tensor(labels[start:start + batch_size])
+        null = torch.full_like(y, null_class)
+        scheduler = make_scheduler("dpmpp", training_config)
+        scheduler.set_timesteps(steps)
+        noise = torch.randn((len(y), cfg.in_channels, cfg.sample_size, cfg.sample_size),
+                            generator=torch.Generator().manual_seed(seed + start))
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x, t)
+            cond = unet(x_in, t, class_labels=y).sample
+            uncond = unet(x_in, t, class_labels=null).sample
+            x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
+        out.append(to_uint8(x.clamp(-1, 1)))
+    return np.concatenate(out)
+
+
+def synthaug_sample(gen, labels: list[int], *, steps: int, guidance: float, batch_size: int,
+                    autocast: bool = False) -> list:
+    return gen.sample(labels, guidance=guidance, steps=steps, seed=0, batch_size=batch_size, autocast=autocast)
+
+
+def to_array(images) -> np.ndarray:
+    if isinstance(images, np.ndarray):
+        return images
+    return np.stack([np.asarray(im) for im in images]).reshape(len(images), *np.asarray(images[0]).shape[:2], -1)
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def quick_model(tmp: Path, steps: int) -> Path:
+    from synthaug.config import load_recipe
+    from synthaug.stages import train
+
+    recipe = load_recipe(RECIPE, [f"train.max_steps={steps}", "train.sample_every=null",
+                                  f"train.checkpoint_every={steps + 1}"], out=tmp / "quick")
+    note(f"no trained model: training a quick one ({steps} steps) in {recipe.run_dir}")
+    return train(recipe, progress=False)
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(timed(torch.mm, a, b)[0] for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def costliest_conv(unet, batch: int):
+    """The UNet's conv2d with the most FLOPs in one forward of ``batch`` images → (module, input shape, flops)."""
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, inp, out: shapes.__setitem__(m, (inp[0].shape, out.shape)))
+             for m in unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    cfg = unet.config
+    with torch.no_grad():
+        unet(torch.zeros(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size), 10,
+             class_labels=torch.zeros(batch, dtype=torch.long))
+    for h in hooks:
+        h.remove()
+
+    def flops(m):
+        out = shapes[m][1]
+        return 2 * out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    conv = max(shapes, key=flops)
+    return conv, shapes[conv][0], flops(conv)
+
+
+@torch.no_grad()
+def conv_gflops(conv, shape, flops: int, reps: int = 5) -> float:
+    x = torch.randn(shape)
+    conv(x)
+    return flops / min(timed(conv, x)[0] for _ in range(reps)) / 1e9
+
+
+def unet_flops_per_image_step(unet) -> int:
+    """Counted FLOPs of one guided step for one image (a conditional and a null-class forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = unet.config
+    x = torch.zeros(8, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        unet(x, 10, class_labels=torch.zeros(8, dtype=torch.long))
+    return counter.get_total_flops() // 4
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="runs/digits-longtail/model")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (the UNet sees twice as many)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each full-size mode; best counts")
+    parser.add_argument("--bf16-images", type=int, default=32, help="images for bf16 on a CPU without native bf16")
+    parser.add_argument("--quick-steps", type=int, default=150, help="training steps of the quick model, if needed")
+    parser.add_argument("--judge-steps", type=int, default=None, help="judge training steps (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+
+    import diffusers
+    import pytorch_lightning  # noqa: F401  (it resets its loggers to INFO on import)
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    diffusers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+
+    from synthaug.config import load_recipe
+    from synthaug.evaluation import EvalData, predict, train_judge
+    from synthaug.sampling import Generator, bf16_supported
+    from synthaug.stages import real_arrays
+
+    load_before = load_average()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-sample-")
+    model, quick = Path(args.model), False
+    if not (model / "synthaug.json").exists():
+        model, quick = quick_model(Path(tmp.name), args.quick_steps), True
+    gen = Generator.from_pretrained(model)
+    k = len(gen.classes)
+    labels = [i % k for i in range(args.images)]
+    kw = {"steps": args.steps, "guidance": args.guidance, "batch_size": args.batch_size}
+
+    def plain(lab):
+        return plain_sample(gen.unet, gen.training_scheduler.config, lab, null_class=gen.null_class, **kw)
+
+    def ours(lab, autocast=False):
+        return synthaug_sample(gen, lab, autocast=autocast, **kw)
+
+    def ours_channels_last(lab):
+        gen.unet.to(memory_format=torch.channels_last)
+        try:
+            return ours(lab)
+        finally:
+            gen.unet.to(memory_format=torch.contiguous_format)
+
+    def bf16(lab):
+        return ours(lab, autocast=True)
+
+    # name → (function, its plain-loop reference, its fp32 reference); all run on the same labels.
+    plain_name, fp32_name = "plain loop, fp32", "Generator.sample, fp32"
+    full = {plain_name: plain, fp32_name: ours, "Generator.sample, fp32 channels_last": ours_channels_last}
+    native = bf16_supported()
+    if native:
+        full["Generator.sample, bf16 autocast"] = bf16
+    for fn in full.values():  # warm-up: first calls build oneDNN primitives
+        fn(labels[:8])
+    runs: dict[str, tuple[list[float], np.ndarray, str, str]] = {}
+    for r in range(args.repeats):
+        for name in (list(full) if r % 2 == 0 else list(full)[::-1]):
+            s, out = timed(full[name], labels)
+            runs[name] = ([*runs.get(name, ([],))[0], s], to_array(out), plain_name, fp32_name)
+            note(f"repeat {r + 1}: {name:40s} {len(labels) / s:7.1f} img/s")
+    small = labels[:args.bf16_images]
+    if not native:  # emulated bf16: once, on a few images, beside fp32 and the plain loop on the same images
+        sp, sf = f"plain loop, fp32 ({len(small)} images)", f"Generator.sample, fp32 ({len(small)} images)"
+        bf16(small[:4])
+        for name, fn in {sp: plain, sf: ours, f"Generator.sample, bf16 autocast ({len(small)} images)": bf16}.items():
+            s, out = timed(fn, small)
+            runs[name] = ([s], to_array(out), sp, sf)
+            note(f"{name:49s} {len(small) / s:7.1f} img/s")
+    candidates = [n for n in runs if n.startswith("Generator") and "fp32 (" not in n]
+
+    # Reference speed of the machine and of the UNet.
+    matmul = matmul_gflops()
+    conv, conv_shape, conv_flops = costliest_conv(gen.unet, 2 * args.batch_size)
+    conv_rate = conv_gflops(conv, conv_shape, conv_flops)
+    flops = unet_flops_per_image_step(gen.unet)
+    note(f"matmul {matmul:.1f} GFLOP/s, conv {conv_rate:.1f} GFLOP/s, UNet {flops / 1e6:.1f} MFLOP/image-step")
+
+    # Quality: a judge trained on the real training split.
+    recipe = load_recipe(RECIPE, [f"evaluate.judge_steps={args.judge_steps}"] if args.judge_steps else [])
+    x, y, ids, _ = real_arrays(recipe)
+    judge = train_judge(EvalData(x, y, ids), k, recipe.evaluate, recipe.seed)
+    tx, ty, _, _ = real_arrays(recipe, split="test")
+    judge_real = float((predict(judge, tx) == ty).mean())
+    note(f"judge: {100 * judge_real:.1f}% on the real test split")
+    load_after = load_average()
+
+    rate = {name: len(out) / min(secs) for name, (secs, out, _, _) in runs.items()}
+    acc = {name: float((predict(judge, out) == np.asarray(labels[:len(out)])).mean())
+           for name, (_, out, _, _) in runs.items()}
+    speedup = {name: rate[name] / rate[runs[name][2]] for name in runs}
+    delta = {name: 100 * (acc[name] - acc[runs[name][3]]) for name in runs}
+    kept = [n for n in candidates if abs(delta[n]) <= JUDGE_POINTS]
+    fastest = max(kept, key=speedup.get) if kept else None
+    rows = []
+    for name, (_, out, _, _) in runs.items():
+        gflops = rate[name] * args.steps * flops / 1e9
+        target = ""
+        if name == fp32_name:
+            target = f"≥ {FP32_TARGET:g}×: {'yes' if speedup[name] >= FP32_TARGET else 'no'}"
+        if name == fastest:
+            target += ("; " if target else "") + f"fastest within {JUDGE_POINTS:g} pt, ≥ {FAST_TARGET:g}×: " + (
+                "yes" if speedup[name] >= FAST_TARGET else "no")
+        rows.append([name, len(out), f"{rate[name]:.1f}", f"{speedup[name]:.2f}×", f"{100 * acc[name]:.1f}%",
+                     f"{delta[name]:+.1f}", f"{gflops:.1f} ({100 * gflops / matmul:.0f}% / {100 * gflops / conv_rate:.0f}%)", target])
+    header = ["mode", "images", "img/s", "× plain loop", "judge accuracy", "Δ vs fp32 (points)",
+              "UNet GFLOP/s (% of matmul / of conv)", "target"]
+    bf16_note = ("" if native else f"This CPU has no native bf16 (`bf16_supported()` is False), so bf16 autocast ran "
+                 f"once on {len(small)} images, beside fp32 and the plain loop on the same images; the "
+                 "full-size rows use fp32 only.")
+    model_note = (f"a **quick model** trained here for {args.quick_steps} steps (no trained model at `{args.model}`), "
+                  "so judge accuracies are low in absolute terms; compare the modes with one another"
+                  if quick else f"`{args.model}`")
+    conv_desc = (f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×{conv.kernel_size[1]} on "
+                 f"{tuple(conv_shape)}")
+    markdown = "\n".join([
+        "## Sampling: `Generator.sample` vs a plain diffusers loop",
+        "",
+        f"`benchmarks/bench_sample.py --images {args.images} --steps {args.steps} --guidance {args.guidance}` on "
+        f"{machine_line()}, {args.threads} torch threads. Model: {model_note}. DPM-Solver++ (2nd order), batch "
+        f"{args.batch_size}, labels `i mod {k}`.",
+        "",
+        table(header, rows),
+        "",
+        f"- **Fastest mode within {JUDGE_POINTS:g} point of fp32:** "
+        + (f"{fastest}, {speedup[fastest]:.2f}× the plain loop: the ≥ {FAST_TARGET:g}× target is "
+           f"{'met' if speedup[fastest] >= FAST_TARGET else 'not met'}." if fastest else "none."),
+        f"- **Timed:** the whole call from labels to images (noise, {args.steps} steps of UNet passes, guidance, "
+        "scheduler updates, conversion to PIL images / uint8 arrays), after one warm-up call per path; best of "
+        f"{args.repeats} interleaved runs for the full-size rows. Not timed: loading the model, the judge.",
+        "- **plain loop**: `make_scheduler('dpmpp', …)`, one `torch.Generator` for the batch noise, two UNet calls "
+        "per step (class, then null class) under `torch.no_grad`. **channels_last**: the caller converts the "
+        "UNet's weights (`gen.unet.to(memory_format=torch.channels_last)`); synthaug is unchanged.",
+        *([f"- {bf16_note}"] if bf16_note else []),
+        f"- **Judge**: `train_judge` on the real training split ({len(y)} images, {recipe.evaluate.judge_steps} "
+        f"steps) scores {100 * judge_real:.1f}% on the real test split. Accuracy is the share of sampled images "
+        "it gives their own label; Δ compares with fp32 `Generator.sample` on the same labels and seeds.",
+        f"- **Machine peak**: 2048×2048 fp32 matmul {matmul:.1f} GFLOP/s; the UNet's costliest conv "
+        f"({conv_desc}) alone {conv_rate:.1f} GFLOP/s. The UNet costs {flops / 1e6:.1f} MFLOP per image and "
+        "guided step (two forwards; matmul, conv and attention counted by `FlopCounterMode`, norms and "
+        "element-wise ops not), so the GFLOP/s column = img/s × steps × that, as a share of the matmul and of "
+        "the conv rate.",
+        f"- Load average before {load_before}, after {load_after}: other processes may have been running; "
+        "the modes ran interleaved under the same load.",
+    ])
+    print(markdown)
+    if not args.no_write:
+        print(f"wrote {update_section('sample', markdown)}", file=sys.stderr)
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
