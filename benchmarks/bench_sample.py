@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from _common import load_average, machine_line, note, table, update_section
 
+ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/digits-longtail.yaml"
 FP32_TARGET, FAST_TARGET, JUDGE_POINTS = 1.0, 2.0, 1.0
 
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
+    model_arg, args.model = args.model, Path(args.model).resolve()
+    os.chdir(ROOT)  # the recipe and docs/BENCHMARKS.md are found from the repository root
 
     import diffusers
     import pytorch_lightning  # noqa: F401  (it resets its loggers to INFO on import)
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = load_average()
     tmp = tempfile.TemporaryDirectory(prefix="bench-sample-")
-    model, quick = Path(args.model), False
+    model, quick = args.model, False
     if not (model / "synthaug.json").exists():
         model, quick = quick_model(Path(tmp.name), args.quick_steps), True
     gen = Generator.from_pretrained(model)
@@ -258,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     bf16_note = ("" if native else f"This CPU has no native bf16 (`bf16_supported()` is False), so bf16 autocast ran "
                  f"once on {len(small)} images, beside fp32 and the plain loop on the same images; the "
                  "full-size rows use fp32 only.")
-    model_note = (f"a **quick model** trained here for {args.quick_steps} steps (no trained model at `{args.model}`), "
+    model_note = (f"a **quick model** trained here for {args.quick_steps} steps (no trained model at `{model_arg}`), "
                   "so judge accuracies are low in absolute terms; compare the modes with one another"
-                  if quick else f"`{args.model}`")
+                  if quick else f"`{model_arg}`")
     conv_desc = (f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×{conv.kernel_size[1]} on "
                  f"{tuple(conv_shape)}")
     markdown = "\n".join([

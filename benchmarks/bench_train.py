@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from _common import load_average, machine_line, note, table, update_section
 
+ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/digits-longtail.yaml"
 TARGET = 0.95
 
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both paths")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
+    os.chdir(ROOT)  # the recipe and docs/BENCHMARKS.md are found from the repository root
 
     import pytorch_lightning  # noqa: F401  (it resets its loggers to INFO on import)
 

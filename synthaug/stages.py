@@ -92,16 +92,17 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
     """What ``synthaug data`` shows: classes with train/test counts, image modes and sizes, problems."""
     from collections import Counter
 
-    from synthaug.data import load_real_data, open_image
+    from synthaug.data import convert_mode, load_real_data, open_image, resize_crop
 
     data = load_real_data(recipe.data, recipe.seed)
     modes: Counter = Counter()
     sizes: Counter = Counter()
     for split in (data.train, data.test):
         for i, cell in enumerate(split.with_format(None)["image"]):
-            with open_image(cell, i) as img:
+            with open_image(cell, i) as img:  # the whole road training takes, so every problem shows now
                 modes[img.mode] += 1
                 sizes[f"{img.width}x{img.height}"] += 1
+                resize_crop(convert_mode(img, recipe.data.channels), recipe.data.image_size)
     problems = []
     for name, n in zip(data.classes, data.train_counts):
         if n < 5:
