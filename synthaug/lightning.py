@@ -152,17 +152,17 @@ class MixedDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
             return
-        rank = self.trainer.global_rank if self.trainer is not None else 0
         self._train = MixedBatches(
             to_array(self.mixed, self.image_size, self.channels),
             np.asarray(self.mixed["label"], dtype=np.int64),
             np.asarray(self.mixed["weight"], dtype=np.float32),
             np.asarray(self.mixed["synthetic"], dtype=bool),
-            self.batch_size, self.fraction, self.seed, self.augment, rank=rank, length=self.steps_per_epoch,
+            self.batch_size, self.fraction, self.seed, self.augment, length=self.steps_per_epoch,
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         self.setup("fit")
+        self._train.rank = self.trainer.global_rank if self.trainer is not None else 0  # setup may predate the trainer
         return torch.utils.data.DataLoader(self._train, batch_size=None, sampler=EpochSteps(self.steps_per_epoch),
                                            num_workers=self.num_workers)
 

@@ -365,10 +365,13 @@ def push_synthetic_to_hub(path: str | Path, repo_id: str, private: bool = True, 
     except Exception as exc:  # huggingface_hub raises ValueError or yaml errors for a broken header
         raise SynthaugError(f"{card_path}: the dataset card's YAML header is invalid ({exc}); fix or regenerate it") from None
     splits = SplitDict()
-    splits.add(SplitInfo(name="train", num_examples=len(ds)))
+    splits.add(SplitInfo(name="train", num_bytes=ds.data.nbytes, num_examples=len(ds)))
     DatasetInfosDict({"default": DatasetInfo(features=ds.features, splits=splits)}).to_dataset_card_data(card.data)
     MetadataConfigs({"default": {"data_files": [{"split": "train", "path": "data/train-*"}]}}).to_dataset_card_data(
         card.data
+    )
+    card.text = card.text.rstrip("\n") + (  # the card's own snippet loads the local folder
+        f'\n\nOn the Hub: `datasets.load_dataset("{repo_id}", split="train")`.\n'
     )
     ds.push_to_hub(repo_id, split="train", private=private, token=token)
     HfApi(token=token).upload_file(

@@ -242,7 +242,6 @@ def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, in
         "tags": ["synthetic", "synthaug", "diffusion", "image-classification"],
         "task_categories": ["image-classification"],
         "size_categories": ["n<1K" if sum(counts.values()) < 1000 else "1K<n<10K" if sum(counts.values()) < 10_000 else "10K<n<100K"],
-        "dataset_info": {"features": [{"name": "label", "dtype": {"class_label": {"names": {i: c for i, c in enumerate(classes)}}}}]},
     }
     rows = "\n".join(
         f"| {c} | {real_counts.get(c, 0)} | {counts.get(c, 0)} |"
