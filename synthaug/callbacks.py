@@ -8,8 +8,26 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from synthaug.errors import Interrupted
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final path and renamed into place (``synthaug.io``).
+
+    Lightning's own save goes through a temporary file in the system temp folder; across file systems
+    the final move is a copy that a full disk or a kill cuts short, leaving a truncated checkpoint.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        import io
+
+        from synthaug.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(path, buf.getvalue())
 
 
 class GracefulStop(Callback):

@@ -6,6 +6,7 @@ failure. ``SYNTHAUG_DEBUG=1`` shows the traceback of an unexpected failure.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -15,10 +16,23 @@ import click
 
 from synthaug.errors import Interrupted, SynthaugError
 
+INTERRUPTED = "synthaug: interrupted; finished work is kept, rerun with --resume to continue"
+# OS errors that mean the machine, not synthaug, failed: a write deep inside a library (a Lightning
+# checkpoint) that synthaug.io did not wrap still gets the environment-failure line and exit code.
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 def _term_as_interrupt(signum, frame):
     # SIGTERM (a scheduler stopping the job) takes the same graceful road as Ctrl-C.
     raise KeyboardInterrupt
+
+
+def _say(message: str) -> None:
+    """Print the one line, on a line of its own: a failure can leave a progress bar open mid-line."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
+        bar.close()
+    click.echo(message, err=True)
 
 
 class _Group(click.Group):
@@ -27,22 +41,38 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SynthaugError as exc:
-            click.echo(f"synthaug: error: {exc}", err=True)
+            _say(f"synthaug: error: {exc}")
             ctx.exit(exc.exit_code)
         except Interrupted as exc:
-            click.echo(f"synthaug: interrupted: {exc}", err=True)
+            _say(f"synthaug: interrupted: {exc}")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("synthaug: interrupted; finished work is kept, rerun with --resume to continue", err=True)
+            _say(INTERRUPTED)
             ctx.exit(130)
+        except SystemExit as exc:
+            # Lightning answers Ctrl-C inside a fit with sys.exit(1) (evaluate's classifiers); still an interrupt.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                _say(INTERRUPTED)
+                ctx.exit(130)
+            raise
+        except click.UsageError as exc:  # click's own four-line form, as the one line the contract promises
+            where = exc.ctx.command_path if exc.ctx is not None else "synthaug"
+            _say(f"synthaug: error: {exc.format_message()} (see {where} --help)")
+            ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # the last line of defence: one line, not a traceback
             if os.environ.get("SYNTHAUG_DEBUG"):
                 raise
+            if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+                from synthaug.io import environment_error
+
+                failure = environment_error(Path(exc.filename2 or exc.filename or "(unnamed file)"), exc)
+                _say(f"synthaug: error: {failure}")
+                ctx.exit(failure.exit_code)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"synthaug: unexpected error: {exc.__class__.__name__}: {first} "
-                       "(rerun with SYNTHAUG_DEBUG=1 for the traceback)", err=True)
+            _say(f"synthaug: unexpected error: {exc.__class__.__name__}: {first} "
+                 "(rerun with SYNTHAUG_DEBUG=1 for the traceback)")
             ctx.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import io
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -213,17 +214,26 @@ def _describe(cell: dict, row: int) -> str:
 def open_image(cell: dict, row: int = 0) -> Image.Image:
     """Decode one ``datasets.Image(decode=False)`` cell; corrupt files are named in the error."""
     where = _describe(cell, row)
+
+    def too_large(pixels: str) -> SynthaugError:
+        return SynthaugError(f"{where}: image of {pixels} pixels is too large; downscale it first")
+
     try:
         src = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]
-        img = Image.open(src)
+        with warnings.catch_warnings():  # PIL warns (a second stderr line) where our own check refuses anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(src)  # reads the header only
         if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise SynthaugError(f"{where}: image of {img.width}×{img.height} pixels is too large; downscale it first")
+            img.close()
+            raise too_large(f"{img.width}×{img.height}")
         img.draft("RGB" if img.mode not in ("L", "I;16", "I", "F") else img.mode, (1024, 1024))  # JPEG: decode small
         img.load()
         return img
     except SynthaugError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # PIL refuses over 2 × its own limit before we see the size
+        raise too_large(f"more than {2 * Image.MAX_IMAGE_PIXELS}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "empty file" if cell.get("path") and Path(cell["path"]).stat().st_size == 0 else str(exc)
         raise SynthaugError(f"{where}: not a readable image ({reason}); remove or replace the file") from None
 
@@ -332,12 +342,13 @@ class RealData:
 def _align_test(test, classes: list[str], spec: str):
     """Re-map a separate test source's labels onto the training class order (matched by name)."""
     names = test.features["label"].names
-    unknown = sorted(set(names) - set(classes))
+    # Only labels the rows use: CSV ids 0 and 7 make classes "0".."7", but "1".."6" name no row.
+    unknown = sorted({names[v] for v in set(test["label"])} - set(classes))
     if unknown:
         hint = difflib.get_close_matches(unknown[0], classes, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise SynthaugError(f"{spec}: test classes {unknown} are not training classes{did}; rename them")
-    mapping = {i: classes.index(n) for i, n in enumerate(names)}
+    mapping = {i: classes.index(n) for i, n in enumerate(names) if n in classes}
     labels = [mapping[v] for v in test["label"]]
     return test.remove_columns("label").add_column("label", labels).cast(_features(classes))
 

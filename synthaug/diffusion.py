@@ -189,6 +189,14 @@ class ClassConditionalDiffusion(pl.LightningModule):
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before loading the weights: a class count that changed since the checkpoint
+        # (other data) is a clear error here, where loading would fail with a size mismatch.
+        saved = checkpoint.get("state_dict", {}).get("unet.class_embedding.weight")
+        if saved is not None and saved.shape[0] != self.num_classes + 1:
+            raise SynthaugError(
+                f"the checkpoint to resume has {saved.shape[0] - 1} classes but the data has {self.num_classes}; "
+                "restore the data it was trained on, or rerun with --overwrite to train afresh"
+            )
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 
@@ -225,6 +233,7 @@ def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, model_dir: Path, cla
 
 
 REQUIRED_META = ("classes", "image_size", "channels", "null_class_id")
+KNOWN_META = (*REQUIRED_META, "normalization", "version")
 
 
 def read_meta(model_dir: Path) -> dict[str, Any]:
@@ -235,9 +244,18 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
         raise SynthaugError(f"{model_dir}: no {META_FILE}; train a model first (synthaug train)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SynthaugError(f"{path}: not valid JSON ({exc}); retrain or restore the file") from None
+    if not isinstance(meta, dict):
+        raise SynthaugError(f"{path}: not a synthaug model description (a JSON {type(meta).__name__}); retrain it")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise SynthaugError(f"{path}: missing {', '.join(missing)}; the model was written by another version, retrain it")
+    # A key this version does not know may change what the weights mean (another normalisation, say).
+    extra = sorted(k for k in meta if k not in KNOWN_META)
+    if extra:
+        raise SynthaugError(
+            f"{path}: unknown key(s) {', '.join(extra)}; the model was written by another synthaug version "
+            f"({meta.get('version', 'unknown')}), use that version or retrain"
+        )
     if meta["null_class_id"] != len(meta["classes"]):
         raise SynthaugError(f"{path}: null_class_id {meta['null_class_id']} does not match {len(meta['classes'])} classes")
     return meta

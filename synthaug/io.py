@@ -13,7 +13,7 @@ from pathlib import Path
 from synthaug.errors import EnvironmentFailure
 
 
-def _environment_error(path: Path, exc: OSError) -> EnvironmentFailure:
+def environment_error(path: Path, exc: OSError) -> EnvironmentFailure:
     if exc.errno == errno.ENOSPC:
         return EnvironmentFailure(f"{path}: the disk is full; free some space and rerun with --resume")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -27,7 +27,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise _environment_error(Path(path), exc) from None
+        raise environment_error(Path(path), exc) from None
 
 
 _UMASK = os.umask(0)

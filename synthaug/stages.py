@@ -136,11 +136,9 @@ def real_arrays(recipe: Recipe, split: str = "train"):
 # --------------------------------------------------------------------------------------------- train
 
 
-def checkpoint_step(path: Path) -> int:
-    """Read a Lightning checkpoint safely (``weights_only=True``) and return its global step.
-
-    A file that is not a checkpoint, or that would need arbitrary code to unpickle, is refused.
-    """
+def read_checkpoint(path: Path) -> dict:
+    """Read a Lightning checkpoint safely (``weights_only=True``): a file that is not a checkpoint, or
+    that would need arbitrary code to unpickle, is refused, never executed."""
     import torch
 
     try:
@@ -152,7 +150,12 @@ def checkpoint_step(path: Path) -> int:
         ) from None
     if not isinstance(ckpt, dict) or "global_step" not in ckpt or "state_dict" not in ckpt:
         raise SynthaugError(f"{path}: not a Lightning checkpoint; delete it and rerun with --overwrite")
-    return int(ckpt["global_step"])
+    return ckpt
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at (read safely, see ``read_checkpoint``)."""
+    return int(read_checkpoint(path)["global_step"])
 
 
 def build_module(recipe: Recipe, classes: list[str]):
@@ -172,29 +175,38 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger
 
-    from synthaug.callbacks import GracefulStop, SampleGrid
+    from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid
     from synthaug.data import LabelledImageDataModule
     from synthaug.diffusion import save_model
 
     out = Outputs(recipe.run_dir)
     if out.model.exists() and not resume and not overwrite:
         raise SynthaugError(f"{out.model} exists (a trained model); rerun with --overwrite to retrain or --resume")
-    ckpt_path, start_step = None, 0
+    ckpt_path, start_step, saved = None, 0, None
     if resume and out.last_checkpoint.exists():
-        start_step = checkpoint_step(out.last_checkpoint)
-        ckpt_path = str(out.last_checkpoint)
+        saved = read_checkpoint(out.last_checkpoint)
+        start_step, ckpt_path = int(saved["global_step"]), str(out.last_checkpoint)
         if start_step >= recipe.train.max_steps and out.model.exists():
             return out.model  # finished earlier: nothing to resume
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
-    elif overwrite and is_global_zero():
-        for path in (out.model, out.checkpoints, out.logs):
-            shutil.rmtree(path, ignore_errors=True)
-    save_recipe(recipe, recipe.run_dir)
-    _seed_everything(recipe.seed)
 
     x, y, _, data = real_arrays(recipe)
     module = build_module(recipe, data.classes)
+    if saved is not None:
+        embeds = saved["state_dict"].get("unet.class_embedding.weight")
+        if embeds is not None and embeds.shape[0] != len(data.classes) + 1:
+            raise SynthaugError(
+                f"{out.last_checkpoint}: the checkpoint to resume has {embeds.shape[0] - 1} classes but the data "
+                f"has {len(data.classes)}; restore the data the run was trained on, or rerun with --overwrite"
+            )
+    if overwrite and is_global_zero():
+        for path in (out.model, out.checkpoints, out.logs):
+            shutil.rmtree(path, ignore_errors=True)
+    save_recipe(recipe, recipe.run_dir)  # only once the inputs are known good: a refused command changes nothing
+    _seed_everything(recipe.seed)
+    earlier_log = _read_log(out.logs / "metrics.csv", before_step=start_step) if start_step else []
+
     t = recipe.train
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
                                          start_step=start_step)
@@ -220,8 +232,13 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         log_every_n_steps=max(1, min(50, t.max_steps // 20)),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        if earlier_log and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh; keep the steps before
+            _prepend_log(out.logs / "metrics.csv", earlier_log)
     trainer.save_checkpoint(out.last_checkpoint)
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
@@ -229,6 +246,30 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
                    recipe.data.channels)
     return out.model
+
+
+def _read_log(path: Path, before_step: int) -> list[dict[str, str]]:
+    """Rows of a Lightning CSV log for steps before ``before_step``."""
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get("step") and int(row["step"]) < before_step]
+
+
+def _prepend_log(path: Path, earlier: list[dict[str, str]]) -> None:
+    """Put ``earlier`` rows before the rows of ``path`` (a resumed run's log), atomically."""
+    import csv
+    import io
+
+    later = _read_log(path, before_step=2**62)
+    fields = list(dict.fromkeys(k for row in earlier + later for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(earlier + later)
+    atomic_write_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------- generate
@@ -360,7 +401,6 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     leader = is_global_zero()
     if overwrite and leader:
         shutil.rmtree(parts, ignore_errors=True)
-    save_recipe(recipe, recipe.run_dir)
 
     g = recipe.generate
     generator = Generator.from_pretrained(out.model)
@@ -370,6 +410,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
             f"{out.model}: the model's classes {generator.classes} differ from the data's {data.classes}; "
             "retrain with --overwrite"
         )
+    save_recipe(recipe, recipe.run_dir)
     real_counts = dict(zip(data.classes, data.train_counts))
     quotas = plan_quotas(real_counts, g.quota)
     rows = build_plan([quotas[c] for c in data.classes], recipe.seed)
@@ -488,11 +529,11 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     needs_synthetic = any("synthetic" in arm for arm in recipe.evaluate.arms)
     if needs_synthetic and not out.synthetic.exists():
         raise SynthaugError(f"{out.synthetic}: no synthetic dataset; run `synthaug generate` first")
-    save_recipe(recipe, recipe.run_dir)
     _seed_everything(recipe.seed)
     size, channels = recipe.data.image_size, recipe.data.channels
 
     x, y, ids, data = real_arrays(recipe)
+    save_recipe(recipe, recipe.run_dir)
     test_x = _to_test_array(recipe, data)
     k = len(data.classes)
     train = EvalData(x, y, ids)

@@ -104,6 +104,9 @@ def read_parts(parts_dir: Path):
     if not tables:
         return None
     table = pa.concat_tables(tables, promote_options="default")
+    positions = table.column("position").to_numpy()
+    if (np.diff(positions) > 0).all():
+        return table  # one rank's shards, already in plan order: no copy of the images
     table = table.take(pc.sort_indices(table, sort_keys=[("position", "ascending")]))
     positions = table.column("position").to_numpy()
     keep = np.concatenate([[True], positions[1:] != positions[:-1]]) if len(positions) else positions
@@ -159,23 +162,39 @@ def synthetic_features(classes: Sequence[str]):
 
 
 def table_to_dataset(table, classes: Sequence[str], settings: dict[str, Any]):
-    """A parts table (position, label, index, seed, image bytes, …) → the synthetic ``datasets.Dataset``."""
+    """A parts table (position, label, index, seed, image bytes, …) → the synthetic ``datasets.Dataset``.
+
+    Built in Arrow on the table's own buffers, with no Python object per image (a dict per row costs
+    ~2 KB of memory), so assembling N images costs about their bytes (benchmarks/bench_load.py).
+    """
     import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
 
     n = table.num_rows
-    data = {
-        "image": [{"bytes": b, "path": None} for b in table.column("image").to_pylist()],
-        "label": table.column("label").to_pylist(),
-        "seed": table.column("seed").to_pylist(),
-        "index": table.column("index").to_pylist(),
-        "sampler": [settings["sampler"]] * n,
-        "steps": [settings["steps"]] * n,
-        "guidance": [settings["guidance"]] * n,
-        "mode": [settings["mode"]] * n,
-        "confidence": table.column("confidence").to_pylist() if "confidence" in table.column_names else [None] * n,
-        "source_index": table.column("source_index").to_pylist() if "source_index" in table.column_names else [None] * n,
+    features = synthetic_features(classes)
+    schema = features.arrow_schema
+    image_type = schema.field("image").type
+    images = [pa.StructArray.from_arrays([chunk, pa.nulls(len(chunk), pa.string())], fields=list(image_type))
+              for chunk in table.column("image").chunks]
+
+    def optional(name: str):
+        return table.column(name) if name in table.column_names else pa.nulls(n)
+
+    columns = {
+        "image": pa.chunked_array(images, type=image_type),
+        "label": table.column("label"),
+        "seed": table.column("seed"),
+        "index": table.column("index"),
+        "sampler": pa.repeat(settings["sampler"], n),
+        "steps": pa.repeat(settings["steps"], n),
+        "guidance": pa.repeat(float(settings["guidance"]), n),
+        "mode": pa.repeat(settings["mode"], n),
+        "confidence": optional("confidence"),
+        "source_index": optional("source_index"),
     }
-    return datasets.Dataset.from_dict(data, features=synthetic_features(classes))
+    arrow = pa.table([columns[name] for name in features], names=list(features)).cast(schema)
+    return datasets.Dataset(InMemoryTable(arrow), info=datasets.DatasetInfo(features=features))
 
 
 def write_parquet(dataset, folder: Path, rows_per_shard: int = 10_000) -> list[Path]:

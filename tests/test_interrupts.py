@@ -1,0 +1,229 @@
+"""Ctrl-C and SIGTERM on the real command, mid-work: exit 130 and one line; ``--resume`` then finishes
+to the result an uninterrupted run gives (training: same final step and weights; generation: the same
+image bytes; evaluation: the same arm metrics).
+
+Each interrupted command is a real ``python -m synthaug.cli`` process, signalled once its files show it
+is mid-work. The uninterrupted reference and the resume run in this process on one torch thread, as the
+subprocess does (``OMP_NUM_THREADS=1``), so float sums are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from synthaug import stages
+from synthaug.cli import cli
+from synthaug.config import load_recipe
+
+SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+
+# Just enough work after the first sign of progress for the signal to land mid-work.
+TRAIN = [f"train.max_steps={120}"]  # the first checkpoint is at step 10 (smoke: checkpoint_every 10)
+GENERATE = ["generate.batch_size=2", "generate.quota.per_class=20", "generate.steps=8"]  # 100 shards
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def resume(*args) -> None:
+    result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="synthaug")
+    assert result.exit_code == 0, result.output
+
+
+def interrupt(tmp_path: Path, args: list, ready: Callable[[], bool], sig: int, limit: float = 180) -> str:
+    """Run ``synthaug ARGS`` in a subprocess, send ``sig`` once ``ready()``, check exit 130; return stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    err_path = tmp_path / "stderr.txt"
+    with open(tmp_path / "stdout.txt", "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "synthaug.cli", *map(str, args)], stdout=out, stderr=err,
+                                env=env)
+        try:
+            deadline = time.monotonic() + limit
+            while not ready():
+                assert proc.poll() is None, f"finished before it could be interrupted:\n{err_path.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "no sign of progress in time"
+                time.sleep(0.02)
+            proc.send_signal(sig)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stderr = err_path.read_text()
+    assert code == 130, f"exit {code}:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    ours = [line.split("\r")[-1].strip() for line in stderr.splitlines() if "synthaug:" in line]
+    assert len(ours) == 1 and ours[0].startswith("synthaug: interrupted"), stderr[-3000:]
+    return ours[0]
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    (path,) = (run / "model" / "unet").glob("*.safetensors")
+    return load_file(path)
+
+
+@pytest.fixture(scope="module")
+def trained_uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("train") / "whole"
+    stages.train(load_recipe(SMOKE, overrides=TRAIN, out=run), progress=False)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_interrupted_training_resumes_to_the_same_weights(sig, trained_uninterrupted: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    args = ["train", SMOKE, "--out", run, *(x for o in TRAIN for x in ("--set", o))]
+    line = interrupt(tmp_path, args, lambda: any((run / "checkpoints").glob("step-*.ckpt")), sig)
+    assert "training stopped at step" in line and "--resume" in line
+    stopped = stages.checkpoint_step(run / "checkpoints" / "last.ckpt")
+    assert 10 <= stopped < 120, stopped
+    assert not (run / "model").exists(), "no model is saved from an interrupted run"
+
+    resume("train", run, "--resume")
+    assert stages.checkpoint_step(run / "checkpoints" / "last.ckpt") == 120
+    a, b = weights(trained_uninterrupted), weights(run)
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-6, f"resumed weights differ by {worst}"
+
+
+def test_resumed_training_keeps_the_loss_log_of_the_steps_before(tmp_path: Path, monkeypatch):
+    """logs/metrics.csv (and so report/loss.csv) must cover the whole run, not only the resumed part.
+
+    Lightning's CSVLogger deletes an existing metrics.csv when it starts in the same folder, so today a
+    resume loses the loss rows written before the interruption.
+    """
+    import csv
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+
+    from synthaug.errors import Interrupted
+
+    class SignalAt(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 7:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real_init = pl.Trainer.__init__
+
+    def with_signal(self, *args, callbacks=None, **kwargs):
+        real_init(self, *args, callbacks=[*(callbacks or []), SignalAt()], **kwargs)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(pl.Trainer, "__init__", with_signal)
+    with pytest.raises(Interrupted):
+        stages.train(load_recipe(SMOKE, out=run), progress=False)
+    monkeypatch.setattr(pl.Trainer, "__init__", real_init)
+    stages.train(load_recipe(run), resume=True, progress=False)
+    with open(run / "logs" / "metrics.csv", newline="") as fh:
+        steps = sorted(int(row["step"]) for row in csv.DictReader(fh) if row.get("train_loss"))
+    assert steps[0] == 0 and steps[-1] == 19, f"loss rows cover steps {steps[0]}..{steps[-1]}"
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("model") / "run"
+    stages.train(load_recipe(SMOKE, out=run), progress=False)
+    return run
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("synthetic.parts"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def generated_uninterrupted(model_run: Path, tmp_path_factory) -> Path:
+    run = copy_run(model_run, tmp_path_factory.mktemp("generate") / "whole")
+    stages.generate(load_recipe(run, overrides=GENERATE), progress=False)
+    return run
+
+
+def image_bytes(run: Path) -> tuple[list[bytes], list[int]]:
+    ds = datasets.load_from_disk(str(run / "synthetic")).cast_column("image", datasets.Image(decode=False))
+    return [cell["bytes"] for cell in ds["image"]], ds["seed"]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_interrupted_generation_resumes_to_identical_images(sig, model_run: Path, generated_uninterrupted: Path,
+                                                           tmp_path: Path):
+    run = copy_run(model_run, tmp_path / "run")
+    parts = run / "synthetic.parts"
+    args = ["generate", run, *(x for o in GENERATE for x in ("--set", o))]
+    line = interrupt(tmp_path, args, lambda: any(parts.glob("shard-*.parquet")), sig)
+    assert "generation stopped" in line and "--resume" in line
+    shards = len(list(parts.glob("shard-*.parquet")))
+    assert 1 <= shards < 100, f"{shards} shards: the signal did not land mid-work"
+    assert not (run / "synthetic").exists()
+
+    resume("generate", run, "--resume")
+    images, seeds = image_bytes(run)
+    expected_images, expected_seeds = image_bytes(generated_uninterrupted)
+    assert seeds == expected_seeds and len(images) == 200
+    assert images == expected_images, "resumed images are not bit-identical to an uninterrupted run's"
+    assert not parts.exists()
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(model_run: Path, tmp_path_factory) -> Path:
+    run = copy_run(model_run, tmp_path_factory.mktemp("synthetic") / "run")
+    stages.generate(load_recipe(run), progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def evaluated_uninterrupted(synthetic_run: Path, tmp_path_factory) -> Path:
+    run = copy_run(synthetic_run, tmp_path_factory.mktemp("evaluate") / "whole")
+    stages.evaluate(load_recipe(run), progress=False)
+    return run
+
+
+def arms(run: Path) -> dict:
+    return json.loads((run / "report" / "metrics.json").read_text())["arms"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, synthetic_run: Path, evaluated_uninterrupted: Path,
+                                                           tmp_path: Path):
+    run = copy_run(synthetic_run, tmp_path / "run")
+    runs = run / "report" / ".runs"
+    line = interrupt(tmp_path, ["evaluate", run], lambda: any(runs.rglob("*.json")), sig)
+    assert "--resume" in line
+    finished = len(list(runs.rglob("*.json")))
+    assert 1 <= finished < 8, f"{finished} of 8 arm runs: the signal did not land mid-work"
+    assert not (run / "report" / "metrics.json").exists()
+
+    resume("evaluate", run, "--resume")
+    assert arms(run) == arms(evaluated_uninterrupted)
