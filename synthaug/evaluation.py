@@ -287,10 +287,11 @@ class ResidualCNN(nn.Module):
 
 
 class SmallCNN(ResidualCNN):
-    """Three stages of one residual block (32, 64, 128 channels): fast on a CPU at 8–32 px."""
+    """Three stages of one residual block (16, 32, 64 channels): ~6 MFLOP per 16 px image, so an arm's
+    few hundred steps take seconds on one CPU thread. Use ``resnet18`` for 32 px+ RGB images."""
 
     def __init__(self, in_channels: int, num_classes: int):
-        super().__init__(in_channels, num_classes, widths=(32, 64, 128), blocks_per_stage=1)
+        super().__init__(in_channels, num_classes, widths=(16, 32, 64), blocks_per_stage=1)
 
 
 class ResNet18(ResidualCNN):
@@ -659,15 +660,23 @@ def run_arms(
             for arm, seed in todo:
                 finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg))
         else:
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=((train, test, synthetic, num_classes, cfg),),
-            ) as pool:
+            )
+            try:
                 futures = {pool.submit(_run_in_worker, arm, seed): (arm, seed) for arm, seed in todo}
                 for future in as_completed(futures):
                     finished(futures[future], future.result())
+            except BaseException:
+                # Ctrl-C/SIGTERM or a failed run: stop now, not after every queued run (finished ones are cached).
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     return aggregate_runs([done[job] for job in jobs])
 
 
