@@ -26,6 +26,11 @@ def _lscpu() -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
 
 
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX), read from ``lscpu``'s flags."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(_lscpu().get("Flags", "").split()))
+
+
 def machine_summary() -> dict[str, str]:
     """CPU model, the SIMD flags that matter for torch, core count and library versions (read now)."""
     import diffusers
@@ -34,18 +39,13 @@ def machine_summary() -> dict[str, str]:
 
     info = _lscpu()
     flags = set(info.get("Flags", "").split())
-    try:
-        from synthaug.sampling import bf16_supported
-
-        bf16 = bf16_supported()
-    except Exception:  # pragma: no cover - synthaug broken mid-edit
-        bf16 = False
     return {
-        "cpu": info.get("Model name", platform.processor() or "unknown CPU"),
+        "cpu": info.get("Model name", platform.processor() or "unknown CPU")
+        + (f" (family {info['CPU family']}, model {info['Model']})" if "CPU family" in info and "Model" in info else ""),
         "flags": " ".join(f for f in INTERESTING_FLAGS if f in flags) or "none of " + ", ".join(INTERESTING_FLAGS),
         "nproc": str(os.cpu_count()),
         "threads": str(torch.get_num_threads()),
-        "bf16": "native bf16 (oneDNN)" if bf16 else "no native bf16: bf16 is emulated and slow",
+        "bf16": "native bf16" if native_bf16() else "no native bf16: bf16 is emulated and slow",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "lightning": pytorch_lightning.__version__,

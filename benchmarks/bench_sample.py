@@ -3,25 +3,28 @@
 Both sample the same labels (``i mod K``) with the same UNet, DPM-Solver++ scheduler (``make_scheduler("dpmpp",
 ...)`` from the model's training scheduler), steps, guidance and batch size. The plain loop is what a
 diffusers user writes: one ``torch.Generator`` for the batch noise and two UNet calls per step (conditional,
-then null class), under ``torch.no_grad``. Modes:
+then null class), under ``torch.no_grad``. Modes of ``Generator.sample``:
 
-- fp32: ``Generator.sample`` as shipped (one batched forward of 2B images per step).
+- fp32, as shipped (one batched forward of 2B images per step), on ``--images`` images beside the plain loop;
 - fp32 channels_last: the same call after the caller converts the UNet's weights with
-  ``gen.unet.to(memory_format=torch.channels_last)`` (no change to synthaug).
-- bf16 autocast: ``Generator.sample(autocast=True)``. On a CPU without native bf16 it is emulated and slow,
-  so it runs once on ``--bf16-images`` images, beside fp32 and the plain loop on the same images.
+  ``gen.unet.to(memory_format=torch.channels_last)`` (synthaug unchanged), on ``--small-images`` images
+  beside fp32 and the plain loop on the same images;
+- bf16 autocast (``autocast=True``), likewise; on a CPU without native bf16 it is emulated and slow, so it
+  runs on ``--bf16-images`` images only.
 
 What is timed: the whole call that turns labels into images (noise, every UNet pass, guidance, scheduler
-steps, conversion to PIL images or uint8 arrays), after one small warm-up call per path; best of
-``--repeats`` interleaved runs. Model loading and the judge are outside. Quality: a judge classifier
-(``synthaug.evaluation.train_judge`` on the real digits training split) scores each mode's images, so a
-faster mode can be checked to keep judge accuracy within 1 point of fp32. The machine's reference speed:
-a 2048×2048 fp32 matmul and the UNet's costliest conv2d alone; the UNet's FLOPs per image and step are
-counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmul, conv and attention only).
+steps, conversion to PIL images or uint8 arrays), after one small warm-up call per path. The paths take turns
+batch by batch (ABBA order); ``--repeats`` repeats that and keeps each path's best total. Model loading and the
+judge are outside. Quality: a judge classifier (``synthaug.evaluation.train_judge`` on the real digits
+training split) scores each mode's images, so a faster mode can be checked to keep judge accuracy within 1
+point of fp32 on the same labels and seeds. The machine's reference speed: a 2048×2048 fp32 matmul and the
+UNet's costliest conv2d alone; the UNet's FLOPs per image and step are counted with
+``torch.utils.flop_counter.FlopCounterMode`` (matmul, conv and attention only).
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_sample.py [--model runs/digits-longtail/model]
 [--images 512] [--steps 20] [--no-write]`` (``make bench`` runs it). Without a trained model it first trains a
-quick one (150 steps) into a temporary folder and says so. Writes the ``sample`` section of docs/BENCHMARKS.md.
+quick one (``--quick-steps``) into a temporary folder and says so. Writes the ``sample`` section of
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import load_average, machine_line, note, table, update_section
+from _common import load_average, machine_line, native_bf16, note, table, update_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/digits-longtail.yaml"
@@ -67,11 +70,6 @@ def plain_sample(unet, training_config, labels: list[int], *, steps: int, guidan
             x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
         out.append(to_uint8(x.clamp(-1, 1)))
     return np.concatenate(out)
-
-
-def synthaug_sample(gen, labels: list[int], *, steps: int, guidance: float, batch_size: int,
-                    autocast: bool = False) -> list:
-    return gen.sample(labels, guidance=guidance, steps=steps, seed=0, batch_size=batch_size, autocast=autocast)
 
 
 def to_array(images) -> np.ndarray:
@@ -142,17 +140,37 @@ def unet_flops_per_image_step(unet) -> int:
     return counter.get_total_flops() // 4
 
 
+def run_group(fns: dict, labels: list[int], batch_size: int, repeats: int):
+    """Run every path in ``fns`` on ``labels``, batch by batch in ABBA order → {name: (best seconds, uint8 images)}."""
+    chunks = [labels[i:i + batch_size] for i in range(0, len(labels), batch_size)]
+    names = list(fns)
+    best: dict[str, tuple[float, np.ndarray]] = {}
+    for r in range(repeats):
+        total, images = dict.fromkeys(names, 0.0), {n: [] for n in names}
+        for c, chunk in enumerate(chunks):
+            for name in (names if (r + c) % 2 == 0 else names[::-1]):
+                s, out = timed(fns[name], chunk, seed=c)
+                total[name] += s
+                images[name].append(to_array(out))
+        for name in names:
+            note(f"{len(labels):4d} images, run {r + 1}: {name:38s} {len(labels) / total[name]:7.1f} img/s")
+            if name not in best or total[name] < best[name][0]:
+                best[name] = (total[name], np.concatenate(images[name]))
+    return best
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/digits-longtail/model")
-    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--images", type=int, default=512, help="images for plain vs Generator.sample in fp32")
+    parser.add_argument("--small-images", type=int, default=64, help="images for the other modes")
+    parser.add_argument("--bf16-images", type=int, default=16, help="images for bf16 on a CPU without native bf16")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (the UNet sees twice as many)")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each full-size mode; best counts")
-    parser.add_argument("--bf16-images", type=int, default=32, help="images for bf16 on a CPU without native bf16")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over each group; each path's best counts")
+    parser.add_argument("--judge-steps", type=int, default=150, help="training steps of the judge")
     parser.add_argument("--quick-steps", type=int, default=150, help="training steps of the quick model, if needed")
-    parser.add_argument("--judge-steps", type=int, default=None, help="judge training steps (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
@@ -182,45 +200,33 @@ def main(argv: list[str] | None = None) -> None:
     labels = [i % k for i in range(args.images)]
     kw = {"steps": args.steps, "guidance": args.guidance, "batch_size": args.batch_size}
 
-    def plain(lab):
-        return plain_sample(gen.unet, gen.training_scheduler.config, lab, null_class=gen.null_class, **kw)
+    def plain(lab, seed=0):
+        return plain_sample(gen.unet, gen.training_scheduler.config, lab, null_class=gen.null_class, seed=seed, **kw)
 
-    def ours(lab, autocast=False):
-        return synthaug_sample(gen, lab, autocast=autocast, **kw)
+    def fp32(lab, seed=0):
+        return gen.sample(lab, seed=seed, **kw)
 
-    def ours_channels_last(lab):
+    def channels_last(lab, seed=0):
         gen.unet.to(memory_format=torch.channels_last)
         try:
-            return ours(lab)
+            return gen.sample(lab, seed=seed, **kw)
         finally:
             gen.unet.to(memory_format=torch.contiguous_format)
 
-    def bf16(lab):
-        return ours(lab, autocast=True)
+    def bf16(lab, seed=0):
+        return gen.sample(lab, seed=seed, autocast=True, **kw)
 
-    # name → (function, its plain-loop reference, its fp32 reference); all run on the same labels.
-    plain_name, fp32_name = "plain loop, fp32", "Generator.sample, fp32"
-    full = {plain_name: plain, fp32_name: ours, "Generator.sample, fp32 channels_last": ours_channels_last}
-    native = bf16_supported()
+    PLAIN, FP32, CL, BF16 = ("plain loop, fp32", "Generator.sample, fp32", "Generator.sample, fp32 channels_last",
+                             "Generator.sample, bf16 autocast")
+    native = native_bf16()
+    groups = [(args.images, {PLAIN: plain, FP32: fp32}), (args.small_images, {PLAIN: plain, FP32: fp32, CL: channels_last})]
     if native:
-        full["Generator.sample, bf16 autocast"] = bf16
-    for fn in full.values():  # warm-up: first calls build oneDNN primitives
-        fn(labels[:8])
-    runs: dict[str, tuple[list[float], np.ndarray, str, str]] = {}
-    for r in range(args.repeats):
-        for name in (list(full) if r % 2 == 0 else list(full)[::-1]):
-            s, out = timed(full[name], labels)
-            runs[name] = ([*runs.get(name, ([],))[0], s], to_array(out), plain_name, fp32_name)
-            note(f"repeat {r + 1}: {name:40s} {len(labels) / s:7.1f} img/s")
-    small = labels[:args.bf16_images]
-    if not native:  # emulated bf16: once, on a few images, beside fp32 and the plain loop on the same images
-        sp, sf = f"plain loop, fp32 ({len(small)} images)", f"Generator.sample, fp32 ({len(small)} images)"
-        bf16(small[:4])
-        for name, fn in {sp: plain, sf: ours, f"Generator.sample, bf16 autocast ({len(small)} images)": bf16}.items():
-            s, out = timed(fn, small)
-            runs[name] = ([s], to_array(out), sp, sf)
-            note(f"{name:49s} {len(small) / s:7.1f} img/s")
-    candidates = [n for n in runs if n.startswith("Generator") and "fp32 (" not in n]
+        groups[1][1][BF16] = bf16
+    else:
+        groups.append((args.bf16_images, {PLAIN: plain, FP32: fp32, BF16: bf16}))
+    for fn in (plain, fp32, channels_last, bf16):  # warm-up: first calls build oneDNN primitives
+        fn(labels[:4])
+    results = {n: run_group(fns, labels[:n], min(args.batch_size, n), args.repeats) for n, fns in groups}
 
     # Reference speed of the machine and of the UNet.
     matmul = matmul_gflops()
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     note(f"matmul {matmul:.1f} GFLOP/s, conv {conv_rate:.1f} GFLOP/s, UNet {flops / 1e6:.1f} MFLOP/image-step")
 
     # Quality: a judge trained on the real training split.
-    recipe = load_recipe(RECIPE, [f"evaluate.judge_steps={args.judge_steps}"] if args.judge_steps else [])
+    recipe = load_recipe(RECIPE, [f"evaluate.judge_steps={args.judge_steps}"])
     x, y, ids, _ = real_arrays(recipe)
     judge = train_judge(EvalData(x, y, ids), k, recipe.evaluate, recipe.seed)
     tx, ty, _, _ = real_arrays(recipe, split="test")
@@ -238,63 +244,62 @@ def main(argv: list[str] | None = None) -> None:
     note(f"judge: {100 * judge_real:.1f}% on the real test split")
     load_after = load_average()
 
-    rate = {name: len(out) / min(secs) for name, (secs, out, _, _) in runs.items()}
-    acc = {name: float((predict(judge, out) == np.asarray(labels[:len(out)])).mean())
-           for name, (_, out, _, _) in runs.items()}
-    speedup = {name: rate[name] / rate[runs[name][2]] for name in runs}
-    delta = {name: 100 * (acc[name] - acc[runs[name][3]]) for name in runs}
-    kept = [n for n in candidates if abs(delta[n]) <= JUDGE_POINTS]
-    fastest = max(kept, key=speedup.get) if kept else None
-    rows = []
-    for name, (_, out, _, _) in runs.items():
-        gflops = rate[name] * args.steps * flops / 1e9
-        target = ""
-        if name == fp32_name:
-            target = f"≥ {FP32_TARGET:g}×: {'yes' if speedup[name] >= FP32_TARGET else 'no'}"
-        if name == fastest:
-            target += ("; " if target else "") + f"fastest within {JUDGE_POINTS:g} pt, ≥ {FAST_TARGET:g}×: " + (
-                "yes" if speedup[name] >= FAST_TARGET else "no")
-        rows.append([name, len(out), f"{rate[name]:.1f}", f"{speedup[name]:.2f}×", f"{100 * acc[name]:.1f}%",
-                     f"{delta[name]:+.1f}", f"{gflops:.1f} ({100 * gflops / matmul:.0f}% / {100 * gflops / conv_rate:.0f}%)", target])
-    header = ["mode", "images", "img/s", "× plain loop", "judge accuracy", "Δ vs fp32 (points)",
-              "UNet GFLOP/s (% of matmul / of conv)", "target"]
-    bf16_note = ("" if native else f"This CPU has no native bf16 (`bf16_supported()` is False), so bf16 autocast ran "
-                 f"once on {len(small)} images, beside fp32 and the plain loop on the same images; the "
-                 "full-size rows use fp32 only.")
+    rows, kept = [], []
+    for n, runs in results.items():
+        rate = {name: n / secs for name, (secs, _) in runs.items()}
+        acc = {name: float((predict(judge, out) == np.asarray(labels[:n])).mean()) for name, (_, out) in runs.items()}
+        for name, (_, out) in runs.items():
+            speedup, delta = rate[name] / rate[PLAIN], 100 * (acc[name] - acc[FP32])
+            pixels = "—" if name == PLAIN else f"{np.abs(out.astype(int) - runs[FP32][1].astype(int)).mean():.2f}"
+            gflops = rate[name] * args.steps * flops / 1e9
+            target = ""
+            if name == FP32 and n == args.images:
+                target = f"≥ {FP32_TARGET:g}×: {'yes' if speedup >= FP32_TARGET else 'no'}"
+            if (name in (CL, BF16) or (name == FP32 and n == args.images)) and abs(delta) <= JUDGE_POINTS:
+                kept.append((speedup, name, n))
+            rows.append([name, n, f"{rate[name]:.1f}", f"{speedup:.2f}×", f"{100 * acc[name]:.1f}%", f"{delta:+.1f}",
+                         pixels, f"{gflops:.1f} ({100 * gflops / matmul:.0f}% / {100 * gflops / conv_rate:.0f}%)",
+                         target])
+    fastest = max(kept) if kept else None
+    header = ["mode", "images", "img/s", "× plain loop", "judge accuracy", "Δ judge vs fp32 (points)",
+              "mean abs pixel Δ vs fp32 (0–255)", "UNet GFLOP/s (% of matmul / conv peak)", "target"]
     model_note = (f"a **quick model** trained here for {args.quick_steps} steps (no trained model at `{model_arg}`), "
                   "so judge accuracies are low in absolute terms; compare the modes with one another"
                   if quick else f"`{model_arg}`")
-    conv_desc = (f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×{conv.kernel_size[1]} on "
-                 f"{tuple(conv_shape)}")
+    conv_desc = f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×{conv.kernel_size[1]} on {tuple(conv_shape)}"
+    bf16_note = ("native bf16: bf16 autocast ran on the same images as channels_last." if native else
+                 f"This CPU has no native bf16 (no avx512_bf16/amx_bf16; synthaug's `bf16_supported()` says "
+                 f"{bf16_supported()}), so bf16 autocast ran on {args.bf16_images} images only.")
+    fast_line = (f"{fastest[1]} ({fastest[2]} images), {fastest[0]:.2f}× the plain loop on the same images: the "
+                 f"≥ {FAST_TARGET:g}× target is {'met' if fastest[0] >= FAST_TARGET else 'not met'}."
+                 if fastest else "none.")
     markdown = "\n".join([
         "## Sampling: `Generator.sample` vs a plain diffusers loop",
         "",
-        f"`benchmarks/bench_sample.py --images {args.images} --steps {args.steps} --guidance {args.guidance}` on "
-        f"{machine_line()}, {args.threads} torch threads. Model: {model_note}. DPM-Solver++ (2nd order), batch "
-        f"{args.batch_size}, labels `i mod {k}`.",
+        f"`benchmarks/bench_sample.py --images {args.images} --steps {args.steps} --guidance {args.guidance:g}` on "
+        f"{machine_line()}, {args.threads} torch threads. Model: {model_note}. DPM-Solver++ (2nd order), "
+        f"batches of up to {args.batch_size} images, labels `i mod {k}`.",
         "",
         table(header, rows),
         "",
-        f"- **Fastest mode within {JUDGE_POINTS:g} point of fp32:** "
-        + (f"{fastest}, {speedup[fastest]:.2f}× the plain loop: the ≥ {FAST_TARGET:g}× target is "
-           f"{'met' if speedup[fastest] >= FAST_TARGET else 'not met'}." if fastest else "none."),
+        f"- **Fastest mode within {JUDGE_POINTS:g} judge point of fp32:** {fast_line} Each group of rows (same "
+        "image count) ran on the same labels and seeds; its ratios and Δs are within the group.",
         f"- **Timed:** the whole call from labels to images (noise, {args.steps} steps of UNet passes, guidance, "
-        "scheduler updates, conversion to PIL images / uint8 arrays), after one warm-up call per path; best of "
-        f"{args.repeats} interleaved runs for the full-size rows. Not timed: loading the model, the judge.",
+        "scheduler updates, conversion to PIL images / uint8 arrays), after one warm-up call per path. The paths "
+        f"take turns batch by batch (ABBA); best of {args.repeats} pass(es). Not timed: loading the model, the judge.",
         "- **plain loop**: `make_scheduler('dpmpp', …)`, one `torch.Generator` for the batch noise, two UNet calls "
         "per step (class, then null class) under `torch.no_grad`. **channels_last**: the caller converts the "
         "UNet's weights (`gen.unet.to(memory_format=torch.channels_last)`); synthaug is unchanged.",
-        *([f"- {bf16_note}"] if bf16_note else []),
-        f"- **Judge**: `train_judge` on the real training split ({len(y)} images, {recipe.evaluate.judge_steps} "
-        f"steps) scores {100 * judge_real:.1f}% on the real test split. Accuracy is the share of sampled images "
-        "it gives their own label; Δ compares with fp32 `Generator.sample` on the same labels and seeds.",
+        f"- {bf16_note}",
+        f"- **Judge**: `train_judge` on the real training split ({len(y)} images, {args.judge_steps} steps, one "
+        f"thread) scores {100 * judge_real:.1f}% on the real test split. Judge accuracy is the share of sampled "
+        "images it gives their own label; with n images one image is 100/n points.",
         f"- **Machine peak**: 2048×2048 fp32 matmul {matmul:.1f} GFLOP/s; the UNet's costliest conv "
         f"({conv_desc}) alone {conv_rate:.1f} GFLOP/s. The UNet costs {flops / 1e6:.1f} MFLOP per image and "
         "guided step (two forwards; matmul, conv and attention counted by `FlopCounterMode`, norms and "
-        "element-wise ops not), so the GFLOP/s column = img/s × steps × that, as a share of the matmul and of "
-        "the conv rate.",
+        "element-wise ops not); the GFLOP/s column is img/s × steps × that.",
         f"- Load average before {load_before}, after {load_after}: other processes may have been running; "
-        "the modes ran interleaved under the same load.",
+        "the paths took turns under the same load.",
     ])
     print(markdown)
     if not args.no_write:

@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import load_average, machine_line, note, table, update_section
+from _common import load_average, machine_line, native_bf16, note, table, update_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/digits-longtail.yaml"
@@ -88,7 +88,7 @@ def rates(marks: list[float], warmup: int, batch: int) -> tuple[float, float]:
     return batch * len(cycles) / sum(cycles), batch / statistics.median(cycles)
 
 
-def recipe_for(precision: str, steps: int, out: Path):
+def recipe_for(precision: str, steps: int, out: Path | None = None):
     from synthaug.config import load_recipe
 
     return load_recipe(RECIPE, [f"train.max_steps={steps}", f"compute.precision={precision}",
@@ -114,7 +114,7 @@ def run_plain(precision: str, steps: int, warmup: int, arrays) -> tuple[float, f
     from synthaug.data import StepBatches, build_augment
     from synthaug.stages import build_module
 
-    recipe = recipe_for(precision, steps, Path(tempfile.gettempdir()) / "unused")
+    recipe = recipe_for(precision, steps)
     x, y, classes = arrays
     t = recipe.train
     torch.manual_seed(recipe.seed)
@@ -141,7 +141,7 @@ def ema_cost_ms(arrays) -> float:
     """Milliseconds one EMA update of the UNet takes (part of every step of both paths)."""
     from synthaug.stages import build_module
 
-    module = build_module(recipe_for("32-true", 10, Path(tempfile.gettempdir()) / "unused"), arrays[2])
+    module = build_module(recipe_for("32-true", 10), arrays[2])
     module.ema.step(module.unet.parameters())
     start = time.perf_counter()
     for _ in range(20):
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps per run (fp32)")
     parser.add_argument("--bf16-steps", type=int, default=None,
-                        help="training steps per bf16 run (default: --steps with native bf16, else a sixth)")
+                        help="training steps per bf16 run (default: --steps with native bf16, else a tenth, run once)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each run")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each path, interleaved; the best counts")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both paths")
@@ -168,22 +168,25 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
-    from synthaug.sampling import bf16_supported
     from synthaug.stages import real_arrays
 
-    native = bf16_supported()
-    bf16_steps = args.bf16_steps or (args.steps if native else max(args.steps // 6, 8))
-    modes = {"32-true": (args.steps, args.warmup), "bf16-mixed": (bf16_steps, min(args.warmup, max(bf16_steps // 4, 1)))}
-    for steps, warmup in modes.values():
+    native = native_bf16()
+    bf16_steps = args.bf16_steps or (args.steps if native else max(args.steps // 10, 5))
+    # precision → (steps, untimed warm-up steps, repeats); emulated bf16 is slow, so it runs short and once.
+    modes = {"32-true": (args.steps, args.warmup, args.repeats),
+             "bf16-mixed": (bf16_steps, min(args.warmup, max(bf16_steps // 4, 1)), args.repeats if native else 1)}
+    for steps, warmup, _ in modes.values():
         if steps - 1 - warmup < 1:
             parser.error(f"--steps {steps} leaves no timed step after --warmup {warmup}")
 
     load_before = load_average()
-    x, y, _, data = real_arrays(recipe_for("32-true", 10, Path(tempfile.gettempdir()) / "unused"))
+    x, y, _, data = real_arrays(recipe_for("32-true", 10))
     arrays = (x, y, data.classes)
     runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in range(args.repeats):
-        for precision, (steps, warmup) in modes.items():
+        for precision, (steps, warmup, repeats) in modes.items():
+            if r >= repeats:
+                continue
             order = ("plain", "synthaug") if r % 2 == 0 else ("synthaug", "plain")
             for path in order:
                 rate = (run_plain(precision, steps, warmup, arrays) if path == "plain"
@@ -194,14 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     load_after = load_average()
 
     rows = []
-    for precision, (steps, warmup) in modes.items():
+    for precision, (steps, warmup, repeats) in modes.items():
         plain, ours = (max(r[0] for r in runs[(precision, path)]) for path in ("plain", "synthaug"))
         plain_med, ours_med = (max(r[1] for r in runs[(precision, path)]) for path in ("plain", "synthaug"))
         ratio = ours / plain
         label = precision if precision == "32-true" or native else f"{precision} (emulated: no native bf16 here)"
-        rows.append([label, f"{steps - 1 - warmup} of {steps}", f"{plain:.1f}", f"{ours:.1f}", f"{ratio:.3f}×",
+        rows.append([label, f"{steps - 1 - warmup} of {steps}", repeats, f"{plain:.1f}", f"{ours:.1f}", f"{ratio:.3f}×",
                      f"{ours_med / plain_med:.3f}×", "yes" if ratio >= TARGET else "no"])
-    header = ["mode", "steps timed", "plain img/s", "synthaug img/s", "ratio", "ratio of median steps",
+    header = ["mode", "steps timed", "runs each", "plain img/s", "synthaug img/s", "ratio", "ratio of median steps",
               f"target ≥ {TARGET}× met"]
     details = "; ".join(f"{p} {path}: " + ", ".join(f"{v[0]:.1f}" for v in vals) for (p, path), vals in runs.items())
     markdown = "\n".join([
@@ -213,15 +216,15 @@ def main(argv: list[str] | None = None) -> None:
         "",
         table(header, rows),
         "",
-        f"- **Timed:** from the start of step {modes['32-true'][1]} (fp32; earlier steps are warm-up) to the "
-        "start of the last step: complete step cycles, each with batch assembly from the decoded array, "
+        "- **Timed:** from the start of the first step after the warm-up steps (the first "
+        f"{modes['32-true'][1]} in fp32, {modes['bf16-mixed'][1]} in bf16) to the start of the last step: complete step cycles, each with batch assembly from the decoded array, "
         "forward, backward, AdamW, LR schedule, EMA and, for synthaug, Lightning's loop, hooks and logging. "
         "Not timed: decoding the images, building the model and `Trainer`, the final checkpoint and model save.",
         "- **synthaug** is `synthaug.stages.train` on `recipes/digits-longtail.yaml` (progress bar off, no "
         "sample grids, no checkpoint inside the run); **plain** is the same module's `loss` with AdamW, the "
         "cosine schedule and the EMA update in a bare loop, bf16 via `torch.autocast('cpu', torch.bfloat16)`.",
-        f"- img/s = images in the timed window / its wall time, best of {args.repeats} interleaved runs per "
-        f"cell; every run: {details}. The median-step ratio (batch / median step cycle, best run) is less "
+        "- img/s = images in the timed window / its wall time, best of the interleaved runs of each path; "
+        f"every run: {details}. The median-step ratio (batch / median step cycle, best run) is less "
         "sensitive to bursts of background load but leaves out work done every few steps (logging).",
         f"- One EMA update costs {ema_ms:.1f} ms per step in both paths.",
         f"- Load average before {load_before}, after {load_after}: other processes may have been running, "

@@ -82,14 +82,20 @@ def build_plan(quotas: Sequence[int], seed: int, first_index: Sequence[int] | No
 
 # --------------------------------------------------------------------------------------------- schedulers
 
+# Dynamic thresholding (Saharia et al. 2022) keeps the solvers' clean-image estimate in [-1, 1]. Without it
+# the first step from t = T of the cosine schedule, where alpha_bar(T) is ~0, divides by ~0 and the
+# samples saturate to black and white.
+_THRESHOLD = {"thresholding": True, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
 _SCHEDULERS = {
     # DPM-Solver++ (Lu et al. 2022), 2nd-order multistep: clean samples in ~20 steps.
-    "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, **_THRESHOLD}),
     # DDIM (Song et al. 2021); set_alpha_to_one=False keeps the last step's noise level honest.
     "ddim": (DDIMScheduler, {"set_alpha_to_one": False}),
     "ddpm": (DDPMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "unipc": (UniPCMultistepScheduler, {}),  # UniPC (Zhao et al. 2023)
+    # Euler works in sigma = sqrt((1 - alpha_bar) / alpha_bar), infinite at t = T of the cosine schedule:
+    # start one spacing below it.
+    "euler": (EulerDiscreteScheduler, {"timestep_spacing": "leading"}),
+    "unipc": (UniPCMultistepScheduler, {"predict_x0": True, **_THRESHOLD}),  # UniPC (Zhao et al. 2023)
 }
 
 
@@ -99,8 +105,8 @@ def make_scheduler(name: str, training_config: dict):
         raise SynthaugError(f"generate.sampler={name!r}: use one of {', '.join(_SCHEDULERS)}")
     cls, extra = _SCHEDULERS[name]
     config = {k: v for k, v in dict(training_config).items() if not k.startswith("_")}
-    config.update(extra)
     config["timestep_spacing"] = "trailing"  # include the last (noisiest) timestep: needed for few steps
+    config.update(extra)
     return cls.from_config(config)
 
 
@@ -162,7 +168,8 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         # 3. Guidance: move from the unconditional prediction towards (and past) the conditional one.
         guided = uncond + guidance * (cond - uncond)
         # 4. The scheduler's update; stochastic schedulers draw from each image's own generator.
-        step = scheduler.step(guided, t, x, generator=generators if _takes_generator(scheduler) else None)
+        extra = {"generator": generators} if _takes_generator(scheduler) else {}
+        step = scheduler.step(guided, t, x, **extra)
         x = step.prev_sample
         if trace is not None:
             est = getattr(step, "pred_original_sample", None)

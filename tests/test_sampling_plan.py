@@ -158,7 +158,8 @@ def test_every_configured_sampler_has_a_scheduler():
 def test_make_scheduler_keeps_the_training_noise_schedule(name, training_scheduler):
     scheduler = make_scheduler(name, training_scheduler.config)
     assert type(scheduler) is EXPECTED_CLASS[name]
-    assert scheduler.config.timestep_spacing == "trailing"
+    # Euler's sigma is infinite at t = T of the cosine schedule, so it starts one spacing below T.
+    assert scheduler.config.timestep_spacing == ("leading" if name == "euler" else "trailing")
     assert scheduler.config.num_train_timesteps == 500
     assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert scheduler.config.prediction_type == "v_prediction"
@@ -240,3 +241,10 @@ def test_safe_names_leaves_distinct_names_alone():
     assert safe_names(["cat", "dog", "Bird"]) == ["cat", "dog", "Bird"]
     safe = safe_names(["Cat", "cat"])
     assert safe[0] == "Cat" and safe[1].startswith("cat") and safe[1] != "cat"
+
+
+@pytest.mark.parametrize("name", ["dpmpp", "unipc"])
+def test_multistep_solvers_threshold_their_clean_image_estimate(name, training_scheduler):
+    """Without dynamic thresholding their first step from t = T of the cosine schedule saturates samples."""
+    scheduler = make_scheduler(name, training_scheduler.config)
+    assert scheduler.config.thresholding and scheduler.config.sample_max_value == 1.0
