@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -529,15 +530,18 @@ def test_disk_full_while_generating_keeps_the_earlier_dataset(how: str, finished
 
 
 def full_disk_for_checkpoints(monkeypatch) -> None:
-    """Lightning's checkpoint write fails as on a full disk: where fsspec moves the finished file into place."""
-    import fsspec.implementations.local as local
+    """Checkpoint writes fail as on a full disk, where the finished temporary file is renamed into place."""
+    import synthaug.io
 
-    def commit(self):
-        self.f.close()
-        Path(self.temp).unlink(missing_ok=True)
-        raise OSError(errno.ENOSPC, "No space left on device", self.temp, None, self.path)
+    real_replace = os.replace
 
-    monkeypatch.setattr(local.LocalFileOpener, "commit", commit)
+    def replace(src, dst):
+        if str(dst).endswith(".ckpt"):
+            Path(src).unlink(missing_ok=True)
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(synthaug.io.os, "replace", replace)
 
 
 @pytest.mark.parametrize("how", ["mount", "monkeypatch"])
