@@ -192,6 +192,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
 
     x, y, _, data = real_arrays(recipe)
+    _seed_everything(recipe.seed)  # the UNet's initial weights come from the global RNG
     module = build_module(recipe, data.classes)
     if saved is not None:
         embeds = saved["state_dict"].get("unet.class_embedding.weight")
@@ -204,7 +205,6 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)  # only once the inputs are known good: a refused command changes nothing
-    _seed_everything(recipe.seed)
     earlier_log = _read_log(out.logs / "metrics.csv", before_step=start_step) if start_step else []
 
     t = recipe.train
