@@ -5,7 +5,7 @@ Both sample the same labels (``i mod K``) with the same UNet, DPM-Solver++ sched
 diffusers user writes: one ``torch.Generator`` for the batch noise and two UNet calls per step (conditional,
 then null class), under ``torch.no_grad``. Modes of ``Generator.sample``:
 
-- fp32, as shipped (one batched forward of 2B images per step), on ``--images`` images beside the plain loop;
+- fp32, as shipped (guidance batched: 2B rows per step, in UNet calls of at most 256 rows), on ``--images`` images beside the plain loop;
 - fp32 channels_last: the same call after the caller converts the UNet's weights with
   ``gen.unet.to(memory_format=torch.channels_last)`` (synthaug unchanged), on ``--small-images`` images
   beside fp32 and the plain loop on the same images;

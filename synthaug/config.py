@@ -152,12 +152,13 @@ class FilterConfig(_Section):
     max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
 
 
-SAMPLERS = ("dpmpp", "ddim", "ddpm", "euler", "unipc")
+SAMPLERS = ("dpmpp", "dpmpp-ode", "ddim", "ddpm", "euler", "unipc")
+Sampler = Literal["dpmpp", "dpmpp-ode", "ddim", "ddpm", "euler", "unipc"]
 
 
 class GenerateConfig(_Section):
     quota: QuotaConfig = QuotaConfig(balance="max")
-    sampler: Literal["dpmpp", "ddim", "ddpm", "euler", "unipc"] = "dpmpp"
+    sampler: Sampler = "dpmpp"
     steps: int = Field(20, ge=1, le=1000)
     guidance: float = Field(2.0, ge=0.0)
     mode: Literal["sample", "variation"] = "sample"

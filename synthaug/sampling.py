@@ -87,8 +87,12 @@ def build_plan(quotas: Sequence[int], seed: int, first_index: Sequence[int] | No
 # samples saturate to black and white.
 _THRESHOLD = {"thresholding": True, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
 _SCHEDULERS = {
-    # DPM-Solver++ (Lu et al. 2022), 2nd-order multistep: clean samples in ~20 steps.
-    "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, **_THRESHOLD}),
+    # DPM-Solver++ (Lu et al. 2022), 2nd-order multistep, in its SDE form: each step re-injects fresh noise
+    # (from each image's own generator). On the cosine schedule the first steps start where the signal is
+    # ~0 and an epsilon model's clean-image estimate is poor; the ODE form carries that error to the end
+    # (demo model, 20 steps, judge accuracy 0.745), the SDE form washes it out (0.955; DDPM 250: 0.965).
+    "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_THRESHOLD}),
+    "dpmpp-ode": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, **_THRESHOLD}),
     # DDIM (Song et al. 2021); set_alpha_to_one=False keeps the last step's noise level honest.
     "ddim": (DDIMScheduler, {"set_alpha_to_one": False}),
     "ddpm": (DDPMScheduler, {}),
@@ -112,6 +116,11 @@ def make_scheduler(name: str, training_config: dict):
 
 # --------------------------------------------------------------------------------------------- the loop
 
+# The UNet's throughput per image on a CPU peaks near 256 rows per call (16×16 demo UNet, 2 cores: 333,
+# 410, 419, 468, 353 image-passes/s at 32, 64, 128, 256, 512 rows), so a guided batch of 256 images
+# (512 rows) runs as two calls.
+MAX_FORWARD = 256
+
 
 def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
     """One (C, H, W) draw per generator, stacked: image i's noise never depends on its batch neighbours."""
@@ -121,7 +130,7 @@ def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> 
 @torch.inference_mode()
 def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Generator], *, steps: int,
             guidance: float, null_class: int, init: torch.Tensor | None = None, strength: float = 1.0,
-            autocast: bool = False, trace: list | None = None) -> torch.Tensor:
+            autocast: bool = False, trace: list | None = None, max_forward: int = MAX_FORWARD) -> torch.Tensor:
     """Reverse diffusion with classifier-free guidance (Ho & Salimans 2022).
 
     Args:
@@ -135,6 +144,9 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         init: (B, C, H, W) images in [−1, 1] for variation mode (SDEdit, Meng et al. 2022): they are
             noised to ``strength`` of the schedule and denoised from there; None samples from noise.
         trace: if a list, the clean-image estimate after each step is appended (for report strips).
+        max_forward: the most rows one UNet call takes. The guided batch (conditional and unconditional
+            rows together) is split into calls of at most this many rows; each image's result does not
+            depend on the split.
 
     Returns:
         (B, C, H, W) float32 images in [−1, 1].
@@ -163,7 +175,10 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         # 2. One batched forward pass for the conditional and the unconditional prediction.
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = unet(model_in, t, class_labels=both_labels).sample
+            out = torch.cat([
+                unet(part, t, class_labels=part_labels).sample
+                for part, part_labels in zip(model_in.split(max_forward), both_labels.split(max_forward))
+            ])
         cond, uncond = out.float().chunk(2)
         # 3. Guidance: move from the unconditional prediction towards (and past) the conditional one.
         guided = uncond + guidance * (cond - uncond)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import typing
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from synthaug.config import SAMPLERS, QuotaConfig
+from synthaug.config import SAMPLERS, QuotaConfig, Sampler
 from synthaug.errors import SynthaugError
 from synthaug.sampling import build_plan, derive_seed, make_scheduler, plan_quotas
 from synthaug.writers import safe_name, safe_names
@@ -135,6 +136,7 @@ def test_derive_seed_separates_its_fields():
 
 EXPECTED_CLASS = {
     "dpmpp": DPMSolverMultistepScheduler,
+    "dpmpp-ode": DPMSolverMultistepScheduler,
     "ddim": DDIMScheduler,
     "ddpm": DDPMScheduler,
     "euler": EulerDiscreteScheduler,
@@ -152,6 +154,7 @@ def training_scheduler():
 
 def test_every_configured_sampler_has_a_scheduler():
     assert set(SAMPLERS) == set(EXPECTED_CLASS)
+    assert set(typing.get_args(Sampler)) == set(SAMPLERS)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_CLASS))
@@ -175,7 +178,7 @@ def test_make_scheduler_reads_a_saved_config(tmp_path, training_scheduler):
     training_scheduler.save_pretrained(tmp_path)
     config = DDPMScheduler.load_config(tmp_path)  # has _class_name and _diffusers_version
     scheduler = make_scheduler("dpmpp", config)
-    assert scheduler.config.algorithm_type == "dpmsolver++"
+    assert scheduler.config.algorithm_type == "sde-dpmsolver++"
     assert scheduler.config.solver_order == 2
     assert torch.allclose(scheduler.alphas_cumprod, training_scheduler.alphas_cumprod)
 
@@ -243,7 +246,7 @@ def test_safe_names_leaves_distinct_names_alone():
     assert safe[0] == "Cat" and safe[1].startswith("cat") and safe[1] != "cat"
 
 
-@pytest.mark.parametrize("name", ["dpmpp", "unipc"])
+@pytest.mark.parametrize("name", ["dpmpp", "dpmpp-ode", "unipc"])
 def test_multistep_solvers_threshold_their_clean_image_estimate(name, training_scheduler):
     """Without dynamic thresholding their first step from t = T of the cosine schedule saturates samples."""
     scheduler = make_scheduler(name, training_scheduler.config)
