@@ -27,17 +27,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import load_average, machine_line, update_section  # noqa: E402
 
+# setting -> (recipe, overrides): the shipped recipes, so the benchmark measures the defaults users get.
 SETTINGS = {
-    "fewshot10": ["data.subset.per_class=10"],
-    "longtail10": ["data.subset.imbalance=10"],
-    "longtail50": ["data.subset.imbalance=50"],
+    "fewshot10": ("digits-fewshot.yaml", []),
+    "longtail10": ("digits-longtail.yaml", []),
+    "longtail50": ("digits-longtail.yaml", ["data.subset.imbalance=50"]),
 }
 VARIANTS = {
     "sample": [],
+    "sample-g1": ["generate.guidance=1.0"],
     "sample-g4": ["generate.guidance=4.0"],
     "sample-filter0.9": ["generate.filter.min_confidence=0.9"],
+    "sample-pc135": ["generate.quota={per_class: 135}"],  # 135 more per class, the head included
+    "variation0.3": ["generate.mode=variation", "generate.strength=0.3"],
     "variation0.5": ["generate.mode=variation", "generate.strength=0.5"],
     "variation0.7": ["generate.mode=variation", "generate.strength=0.7"],
+    "variation0.5-pc135": ["generate.mode=variation", "generate.strength=0.5", "generate.quota={per_class: 135}"],
+    # He et al. 2023: synthetic rows count half as much as real ones in the classifier's loss.
+    "sample-w0.5": ["evaluate.synthetic_weight=0.5"],
+    "variation0.5-w0.5": ["generate.mode=variation", "generate.strength=0.5", "evaluate.synthetic_weight=0.5"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
 SYNTHETIC = ["synthetic", "real+synthetic", "real+synthetic+classic"]
@@ -69,34 +77,71 @@ def evaluate_arms(recipe, arms: list[str]) -> dict:
             "train_counts": data.train_counts}
 
 
-def run_setting(name: str, args) -> dict:
-    from synthaug import stages
+def setting_recipe(name: str, args, out: Path, extra: list[str] = ()):
     from synthaug.config import load_recipe
 
+    recipe_file, overrides = SETTINGS[name]
+    overrides = [*overrides, f"train.max_steps={args.max_steps}", f"train.max_minutes={args.minutes}",
+                 f"evaluate.seeds={json.dumps(list(range(args.seeds)))}", "train.sample_every=null", *extra]
+    if args.eval_steps:
+        overrides.append(f"evaluate.steps={args.eval_steps}")
+    return load_recipe(ROOT / "recipes" / recipe_file, overrides=overrides, out=out)
+
+
+def reuse_model(source: Path, recipe) -> None:
+    """Start from a finished run of the same data, model and training settings (e.g. ``make demo``'s)."""
+    from synthaug.config import load_recipe
+
+    theirs = load_recipe(source)
+    for section in ("data", "model"):
+        if getattr(theirs, section) != getattr(recipe, section):
+            sys.exit(f"--reuse {source}: its {section} settings differ from the benchmark's")
+    if theirs.train.model_copy(update={"max_minutes": None, "sample_every": None}) != recipe.train.model_copy(
+            update={"max_minutes": None, "sample_every": None}):
+        sys.exit(f"--reuse {source}: its train settings differ from the benchmark's")
+    for part in ("model", "checkpoints"):
+        if not (recipe.run_dir / part).exists():
+            shutil.copytree(source / part, recipe.run_dir / part)
+
+
+def run_setting(name: str, args) -> dict:
+    from synthaug import stages
+
     base_dir = ROOT / "runs" / "bench-quality" / name
-    overrides = [*SETTINGS[name], f"train.max_steps={args.max_steps}", f"train.max_minutes={args.minutes}",
-                 f"evaluate.seeds={json.dumps(list(range(args.seeds)))}", f"evaluate.steps={args.eval_steps}",
-                 "train.sample_every=null"]
-    recipe = load_recipe(ROOT / "recipes" / "digits-longtail.yaml", overrides=overrides, out=base_dir)
+    recipe = setting_recipe(name, args, base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    note = ""
+    if name in args.reuse:
+        reuse_model(Path(args.reuse[name]), recipe)
+        note = f"model reused from `{args.reuse[name]}` (same data, model and training settings)"
     started = time.perf_counter()
     stages.train(recipe, resume=True, progress=False)
     train_seconds = time.perf_counter() - started
     step = stages.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
-    result = {"train_seconds": round(train_seconds), "train_steps": step, "variants": {}}
-    print(f"[{name}] trained {step} steps in {train_seconds:.0f} s", flush=True)
+    result = {"train_seconds": None if note else round(train_seconds), "train_steps": step, "note": note,
+              "variants": {}}
+    print(f"[{name}] {step} steps, {note or f'trained in {train_seconds:.0f} s'}", flush=True)
     result["baselines"] = evaluate_arms(recipe, BASELINES)
+    print(f"[{name}] baselines: " + ", ".join(f"{a} {fmt(r['macro_f1'])}"
+                                               for a, r in result["baselines"]["arms"].items()), flush=True)
     for variant in args.variants:
         vdir = base_dir / "variants" / variant
         if not (vdir / "model").exists():
             vdir.mkdir(parents=True, exist_ok=True)
             shutil.copytree(base_dir / "model", vdir / "model")
-        vrecipe = load_recipe(ROOT / "recipes" / "digits-longtail.yaml", overrides=overrides + VARIANTS[variant],
-                              out=vdir)
+        vrecipe = setting_recipe(name, args, vdir, VARIANTS[variant])
+        for other in result["variants"]:  # same generation settings: reuse that variant's images
+            odir = base_dir / "variants" / other
+            if (setting_recipe(name, args, odir, VARIANTS[other]).generate == vrecipe.generate
+                    and not (vdir / "synthetic").exists()):
+                shutil.copytree(odir / "synthetic", vdir / "synthetic")
+                break
         t0 = time.perf_counter()
         stages.generate(vrecipe, resume=True, progress=False)
         gen_seconds = time.perf_counter() - t0
         res = evaluate_arms(vrecipe, SYNTHETIC)
         res["generate_seconds"] = round(gen_seconds)
+        res["images"] = sum(json.loads((vdir / "synthetic" / "generation.json").read_text())["counts"].values())
         result["variants"][variant] = res
         print(f"[{name}] {variant}: " + ", ".join(f"{a} {fmt(r['macro_f1'])}" for a, r in res["arms"].items()),
               flush=True)
@@ -108,20 +153,25 @@ def table(name: str, result: dict) -> str:
     real = base["real"]["macro_f1"]["mean"]
     best_name = max(base, key=lambda a: base[a]["macro_f1"]["mean"])
     best = base[best_name]["macro_f1"]
-    lines = [f"### {name}: {SETTINGS[name][0]} — diffusion model {result['train_steps']} steps in "
-             f"{result['train_seconds']} s", "",
-             "| arm | variant | macro-F1 (mean ± std) | lift over real | margin over best baseline | "
-             "judge acc. | memorization |", "|---|---|---|---|---|---|---|"]
+    recipe_file, overrides = SETTINGS[name]
+    trained = result["note"] or f"trained here in {result['train_seconds']} s"
+    counts = result["baselines"]["train_counts"]
+    lines = [f"### {name}: `recipes/{recipe_file}` {' '.join(overrides)}".rstrip(), "",
+             f"Real training images per class: {', '.join(map(str, counts))}. Diffusion model: "
+             f"{result['train_steps']} steps, {trained}.", "",
+             "| arm | variant | synthetic images | macro-F1 (mean ± std) | lift over real | "
+             "margin over best baseline | judge acc. | memorization |", "|---|---|---|---|---|---|---|---|"]
     for arm in BASELINES:
         m = base[arm]["macro_f1"]
-        lines.append(f"| {arm} | – | {fmt(m)} | {m['mean'] - real:+.3f} | {m['mean'] - best['mean']:+.3f} | – | – |")
+        lines.append(f"| {arm} | – | – | {fmt(m)} | {m['mean'] - real:+.3f} | {m['mean'] - best['mean']:+.3f} "
+                     "| – | – |")
     for variant, res in result["variants"].items():
         q = res["quality"] or {}
         for arm, r in res["arms"].items():
             m = r["macro_f1"]
             beats = m["mean"] - best["mean"] > max(m["std"], best["std"])
             lines.append(
-                f"| {arm} | {variant} | {fmt(m)} | {m['mean'] - real:+.3f} | {m['mean'] - best['mean']:+.3f}"
+                f"| {arm} | {variant} | {res['images']} | {fmt(m)} | {m['mean'] - real:+.3f} | {m['mean'] - best['mean']:+.3f}"
                 f"{' ✓' if beats else ''} | {q.get('judge_accuracy', float('nan')):.3f} | "
                 f"{q.get('memorization_rate', float('nan')):.3f} |")
     lines += ["", f"Best baseline: **{best_name}** ({fmt(best)}). ✓ = ahead of it by more than either arm's std."]
@@ -132,26 +182,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS))
     parser.add_argument("--variants", default="sample,variation0.5", help="comma-separated: " + ", ".join(VARIANTS))
-    parser.add_argument("--minutes", type=float, default=6.0, help="diffusion training budget per setting")
-    parser.add_argument("--max-steps", type=int, default=1500)
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap on diffusion training")
+    parser.add_argument("--max-steps", type=int, default=1000, help="diffusion training steps per setting")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--eval-steps", type=int, default=600)
+    parser.add_argument("--eval-steps", type=int, default=None, help="classifier steps (default: the recipe's)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="SETTING=RUN_DIR",
+                        help="start SETTING from a finished run with the same settings, e.g. "
+                             "longtail10=runs/digits-longtail after `make demo`")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     args.variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; variants are {', '.join(VARIANTS)}")
+    args.reuse = dict(item.split("=", 1) for item in args.reuse)
     load_before = load_average()
-    results = {}
     out = ROOT / "runs" / "bench-quality"
     out.mkdir(parents=True, exist_ok=True)
+    # Settings run earlier (another invocation) stay in the results and the tables; a rerun replaces its own.
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for name in [s for s in args.settings.split(",") if s]:
         results[name] = run_setting(name, args)
         (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = {name: results[name] for name in SETTINGS if name in results}
     md = [f"Machine: {machine_line()}. Load average before: {load_before}; after: {load_average()}.",
-          f"Budget per setting: diffusion training ≤ {args.minutes} min wall clock (≤ {args.max_steps} steps); "
-          f"every classifier arm {args.eval_steps} optimizer steps; {args.seeds} seeds; test = held-out split "
-          "(25% of every class, before any subset).", "",
-          f"Reproduce: `.venv/bin/python benchmarks/bench_quality.py --settings {args.settings} "
-          f"--variants {','.join(args.variants)} --minutes {args.minutes}`", ""]
+          f"Budget per setting: diffusion training {args.max_steps} steps (≈ 0.4 s each here, ≈ 7 CPU-minutes; "
+          f"capped at {args.minutes} min wall clock); every classifier arm the recipe's `evaluate.steps` "
+          f"optimizer steps{f' (here {args.eval_steps})' if args.eval_steps else ''}; {args.seeds} seeds; test = "
+          "the held-out split (25% of every class, carved before any subset).", "",
+          "Reproduce: `.venv/bin/python benchmarks/bench_quality.py --settings SETTING --variants VARIANTS` with "
+          "the variants named in each table (`--reuse longtail10=runs/digits-longtail` starts from a 1,000-step "
+          "demo model instead of training one).", ""]
     for name, result in results.items():
         md += [table(name, result), ""]
     text = "\n".join(md)

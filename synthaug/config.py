@@ -201,6 +201,8 @@ class EvaluateConfig(_Section):
     flips: bool = False  # digits and text must not be flipped; natural images may
     memorization_threshold: float = Field(1 / 3, gt=0, lt=1)
     judge_steps: int = Field(2000, ge=1)
+    # Loss weight of a synthetic row next to a real one in the real+synthetic arms (He et al. 2023).
+    synthetic_weight: float = Field(1.0, gt=0.0, le=1.0)
 
     @field_validator("arms")
     @classmethod

@@ -63,11 +63,14 @@ class EvalData:
         ids: int64 ids of the source rows, shape (N,), for leak checks. Real rows keep their dataset ids;
             synthetic rows use their own ids; rows that copy a real row (oversampling) repeat its id;
             rows interpolated by SMOTE have no single source and get negative ids.
+        weight: float32 loss weight per row, shape (N,), or None for all 1 (synthetic rows may weigh less,
+            ``evaluate.synthetic_weight``).
     """
 
     x: np.ndarray
     y: np.ndarray
     ids: np.ndarray
+    weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.shape[-1] not in (1, 3) or self.x.dtype != np.uint8:
@@ -80,19 +83,31 @@ class EvalData:
             raise SynthaugError(
                 f"evaluation data has {len(self.x)} images, {len(self.y)} labels and {len(self.ids)} ids"
             )
+        if self.weight is not None:
+            self.weight = np.asarray(self.weight, dtype=np.float32)
+            if self.weight.shape != self.y.shape:
+                raise SynthaugError(f"evaluation data has {len(self.y)} labels and {len(self.weight)} weights")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The loss weight of every row (1 where none was given)."""
+        return self.weight if self.weight is not None else np.ones(len(self.y), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, index: np.ndarray) -> EvalData:
-        return EvalData(self.x[index], self.y[index], self.ids[index])
+        weight = self.weight[index] if self.weight is not None else None
+        return EvalData(self.x[index], self.y[index], self.ids[index], weight)
 
     @staticmethod
     def concat(*parts: EvalData) -> EvalData:
+        weighted = any(p.weight is not None for p in parts)
         return EvalData(
             np.concatenate([p.x for p in parts]),
             np.concatenate([p.y for p in parts]),
             np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.weights for p in parts]) if weighted else None,
         )
 
 
@@ -157,7 +172,7 @@ def _smote(data: EvalData, seed: int) -> EvalData:
 
 
 def arm_training_set(
-    arm: str, real: EvalData, synthetic: EvalData | None, seed: int
+    arm: str, real: EvalData, synthetic: EvalData | None, seed: int, synthetic_weight: float = 1.0
 ) -> tuple[EvalData, bool]:
     """The training data of one arm and whether classic augmentation is applied to it.
 
@@ -166,6 +181,8 @@ def arm_training_set(
         real: the real training rows the arm may use (already without the validation slice).
         synthetic: generated rows, or None; arms with "synthetic" in their name need them.
         seed: seeds the random oversampling and SMOTE.
+        synthetic_weight: the loss weight of synthetic rows beside real ones in ``real+synthetic`` arms
+            (He et al. 2023 down-weight synthetic data); 1 treats them like real rows.
 
     Returns:
         (data, classic): the rows to train on (images (N, H, W, C)), and True for "+classic" arms.
@@ -186,6 +203,9 @@ def arm_training_set(
     if base == "synthetic":
         return synthetic, classic
     if base == "real+synthetic":
+        if synthetic_weight != 1.0:
+            synthetic = EvalData(synthetic.x, synthetic.y, synthetic.ids,
+                                 np.full(len(synthetic), synthetic_weight, dtype=np.float32))
         return EvalData.concat(real, synthetic), classic
     raise AssertionError(f"arm {arm!r} has no composition")  # ARMS and this function disagree
 
@@ -214,11 +234,12 @@ class _ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
         image = self.data.x[i]
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        return to_model_input(image[None])[0], int(self.data.y[i])
+        weight = 1.0 if self.data.weight is None else float(self.data.weight[i])
+        return to_model_input(image[None])[0], int(self.data.y[i]), weight
 
 
 class EndlessShuffle(Sampler[int]):
@@ -326,9 +347,11 @@ class LitClassifier(pl.LightningModule):
         return self.net.features(x)
 
     def _shared_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
+        x, y, weight = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        # A weighted mean: rows with weight w count w times as much as a real row (w = 1 everywhere: plain CE).
+        weight = weight.to(logits.dtype)
+        loss = (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
         self.log(
             f"{stage}_loss", loss, on_step=stage == "train", on_epoch=stage != "train", batch_size=len(y)
         )
@@ -562,7 +585,7 @@ def run_arm(
         )
     fit_idx, val_idx = validation_split(train.y, run_seeds(seed)["split"])
     real_fit, val = train.take(fit_idx), train.take(val_idx)
-    data, classic = arm_training_set(arm, real_fit, synthetic, seed)
+    data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight)
     with _one_thread():
         fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic)
         metrics = classification_metrics(predict(fit.model, test.x), test.y, num_classes)

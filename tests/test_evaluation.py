@@ -88,6 +88,37 @@ def test_each_arm_composes_its_training_data_as_documented():
     assert counts("real+synthetic+classic") == ([6, 6, 7], True)
 
 
+def test_synthetic_rows_can_weigh_less_in_the_loss():
+    real = _tiny([6, 3, 1], id_start=0, seed=1)
+    synthetic = _tiny([0, 3, 6], id_start=100, seed=2)
+    plain, _ = arm_training_set("real+synthetic", real, synthetic, seed=0)
+    assert plain.weight is None and (plain.weights == 1).all()
+    data, _ = arm_training_set("real+synthetic+classic", real, synthetic, seed=0, synthetic_weight=0.25)
+    from_synthetic = data.ids >= 100
+    assert from_synthetic.sum() == 9
+    assert (data.weights[from_synthetic] == 0.25).all() and (data.weights[~from_synthetic] == 1).all()
+    assert (data.take(np.flatnonzero(from_synthetic)).weights == 0.25).all()
+    # Arms without synthetic rows are unweighted whatever the setting.
+    assert arm_training_set("oversample", real, synthetic, seed=0, synthetic_weight=0.25)[0].weight is None
+
+
+def test_the_classifier_loss_is_the_weighted_mean():
+    import torch
+    import torch.nn.functional as F
+
+    from synthaug.evaluation import LitClassifier
+
+    model = LitClassifier(1, 3)
+    x = torch.randn(4, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 1])
+    logits = model(x)
+    ce = F.cross_entropy(logits, y, reduction="none")
+    weighted, _ = model._shared_step((x, y, torch.tensor([1.0, 1.0, 0.5, 0.0])), "train")
+    assert torch.allclose(weighted, (ce[0] + ce[1] + 0.5 * ce[2]) / 2.5, atol=1e-6)
+    plain, _ = model._shared_step((x, y, torch.ones(4)), "train")
+    assert torch.allclose(plain, ce.mean(), atol=1e-6)
+
+
 def test_oversampled_rows_are_copies_of_real_rows():
     real = _tiny([6, 3, 1], id_start=0, seed=1)
     data, _ = arm_training_set("oversample", real, None, seed=0)
