@@ -77,6 +77,14 @@ def evaluate_arms(recipe, arms: list[str]) -> dict:
             "train_counts": data.train_counts}
 
 
+DEFAULT_STEPS = 1000
+
+
+def result_key(name: str, args) -> str:
+    """A setting's key in results.json and its run folder: ``fewshot10``, or ``fewshot10@400`` for 400 steps."""
+    return name if args.max_steps == DEFAULT_STEPS else f"{name}@{args.max_steps}"
+
+
 def setting_recipe(name: str, args, out: Path, extra: list[str] = ()):
     from synthaug.config import load_recipe
 
@@ -104,10 +112,10 @@ def reuse_model(source: Path, recipe) -> None:
             shutil.copytree(source / part, recipe.run_dir / part)
 
 
-def run_setting(name: str, args) -> dict:
+def run_setting(name: str, args, earlier: dict) -> dict:
     from synthaug import stages
 
-    base_dir = ROOT / "runs" / "bench-quality" / name
+    base_dir = ROOT / "runs" / "bench-quality" / result_key(name, args)
     recipe = setting_recipe(name, args, base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     note = ""
@@ -119,9 +127,12 @@ def run_setting(name: str, args) -> dict:
     train_seconds = time.perf_counter() - started
     step = stages.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
     result = {"train_seconds": None if note else round(train_seconds), "train_steps": step, "note": note,
+              "evaluate": {"steps": recipe.evaluate.steps, "batch_size": recipe.evaluate.batch_size},
               "variants": {}}
     print(f"[{name}] {step} steps, {note or f'trained in {train_seconds:.0f} s'}", flush=True)
-    result["baselines"] = evaluate_arms(recipe, BASELINES)
+    # The baselines do not depend on the diffusion model: another budget of the same setting has them.
+    same = [r for k, r in earlier.items() if k.split("@")[0] == name and r.get("evaluate") == result["evaluate"]]
+    result["baselines"] = same[0]["baselines"] if same else evaluate_arms(recipe, BASELINES)
     print(f"[{name}] baselines: " + ", ".join(f"{a} {fmt(r['macro_f1'])}"
                                                for a, r in result["baselines"]["arms"].items()), flush=True)
     for variant in args.variants:
@@ -148,7 +159,15 @@ def run_setting(name: str, args) -> dict:
     return result
 
 
-def table(name: str, result: dict) -> str:
+def _recipe_evaluate(recipe_file: str) -> dict:
+    from synthaug.config import load_recipe
+
+    ev = load_recipe(ROOT / "recipes" / recipe_file).evaluate
+    return {"steps": ev.steps, "batch_size": ev.batch_size}
+
+
+def table(key: str, result: dict) -> str:
+    name = key.split("@")[0]
     base = result["baselines"]["arms"]
     real = base["real"]["macro_f1"]["mean"]
     best_name = max(base, key=lambda a: base[a]["macro_f1"]["mean"])
@@ -156,9 +175,11 @@ def table(name: str, result: dict) -> str:
     recipe_file, overrides = SETTINGS[name]
     trained = result["note"] or f"trained here in {result['train_seconds']} s"
     counts = result["baselines"]["train_counts"]
-    lines = [f"### {name}: `recipes/{recipe_file}` {' '.join(overrides)}".rstrip(), "",
+    ev = result.get("evaluate") or _recipe_evaluate(recipe_file)
+    lines = [f"### {key}: `recipes/{recipe_file}` {' '.join(overrides)}".rstrip(), "",
              f"Real training images per class: {', '.join(map(str, counts))}. Diffusion model: "
-             f"{result['train_steps']} steps, {trained}.", "",
+             f"{result['train_steps']} steps, {trained}. Every classifier: {ev['steps']} steps at batch "
+             f"{ev['batch_size']}.", "",
              "| arm | variant | synthetic images | macro-F1 (mean ± std) | lift over real | "
              "margin over best baseline | judge acc. | memorization |", "|---|---|---|---|---|---|---|---|"]
     for arm in BASELINES:
@@ -183,13 +204,15 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS))
     parser.add_argument("--variants", default="sample,variation0.5", help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap on diffusion training")
-    parser.add_argument("--max-steps", type=int, default=1000, help="diffusion training steps per setting")
+    parser.add_argument("--max-steps", type=int, default=DEFAULT_STEPS, help="diffusion training steps per setting")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-steps", type=int, default=None, help="classifier steps (default: the recipe's)")
     parser.add_argument("--reuse", action="append", default=[], metavar="SETTING=RUN_DIR",
                         help="start SETTING from a finished run with the same settings, e.g. "
                              "longtail10=runs/digits-longtail after `make demo`")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="rewrite the docs section from runs/bench-quality/results.json, running nothing")
     args = parser.parse_args()
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -201,13 +224,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     # Settings run earlier (another invocation) stay in the results and the tables; a rerun replaces its own.
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    for name in [s for s in args.settings.split(",") if s]:
-        results[name] = run_setting(name, args)
+    for name in [] if args.tables_only else [s for s in args.settings.split(",") if s]:
+        results[result_key(name, args)] = run_setting(name, args, results)
         (out / "results.json").write_text(json.dumps(results, indent=2))
-    results = {name: results[name] for name in SETTINGS if name in results}
-    md = [f"Machine: {machine_line()}. Load average before: {load_before}; after: {load_average()}.",
-          f"Budget per setting: diffusion training {args.max_steps} steps (≈ 0.4 s each here, ≈ 7 CPU-minutes; "
-          f"capped at {args.minutes} min wall clock); every classifier arm the recipe's `evaluate.steps` "
+    results = {key: results[key] for key in sorted(results, key=lambda k: (list(SETTINGS).index(k.split("@")[0]), k))}
+    load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
+    md = [f"Machine: {machine_line()}.{load}",
+          f"Budget per setting: diffusion training {DEFAULT_STEPS} steps unless the table says otherwise (`@N`: N "
+          f"steps; ≈ 0.4 s a step here, so 1,000 ≈ 7 CPU-minutes); every classifier arm the recipe's `evaluate.steps` "
           f"optimizer steps{f' (here {args.eval_steps})' if args.eval_steps else ''}; {args.seeds} seeds; test = "
           "the held-out split (25% of every class, carved before any subset).", "",
           "Reproduce: `.venv/bin/python benchmarks/bench_quality.py --settings SETTING --variants VARIANTS` with "

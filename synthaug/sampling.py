@@ -143,7 +143,9 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         null_class: the label id the model was trained to treat as "no class".
         init: (B, C, H, W) images in [−1, 1] for variation mode (SDEdit, Meng et al. 2022): they are
             noised to ``strength`` of the schedule and denoised from there; None samples from noise.
-        trace: if a list, the clean-image estimate after each step is appended (for report strips).
+        trace: if a list, after each step the scheduler's clean-image estimate (DDIM, DDPM, Euler) or, for
+            schedulers that do not report one (DPM-Solver++, UniPC), the partly denoised sample is appended
+            (for report strips).
         max_forward: the most rows one UNet call takes. The guided batch (conditional and unconditional
             rows together) is split into calls of at most this many rows; each image's result does not
             depend on the split.
@@ -290,7 +292,8 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
 
     Returns ``(forward, reverse)``, uint8 (K, frames, H, W, C): ``forward`` noises a real image of each
     class from clean to pure noise along the training schedule; ``reverse`` shows the sampler's
-    clean-image estimate from pure noise to the final sample.
+    state (its clean-image estimate, or the partly denoised sample, see ``denoise``) from pure noise to the
+    final sample.
     """
     schedule = generator.training_scheduler
     x0 = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

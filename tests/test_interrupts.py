@@ -50,13 +50,19 @@ def resume(*args) -> None:
     assert result.exit_code == 0, result.output
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(tmp_path: Path, args: list, ready: Callable[[], bool], sig: int, limit: float = 180) -> str:
     """Run ``synthaug ARGS`` in a subprocess, send ``sig`` once ``ready()``, check exit 130; return stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     err_path = tmp_path / "stderr.txt"
     with open(tmp_path / "stdout.txt", "w") as out, open(err_path, "w") as err:
+        # A shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+        # give the child the disposition it has when run from a terminal, wherever the tests run.
         proc = subprocess.Popen([sys.executable, "-m", "synthaug.cli", *map(str, args)], stdout=out, stderr=err,
-                                env=env)
+                                env=env, preexec_fn=_sigint_default)
         try:
             deadline = time.monotonic() + limit
             while not ready():
