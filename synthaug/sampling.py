@@ -174,7 +174,7 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
     both_labels = torch.cat([labels, torch.full_like(labels, null_class)])
 
     for t in timesteps:
-        # 2. One batched forward pass for the conditional and the unconditional prediction.
+        # 2. The conditional and unconditional predictions batched together (in calls of <= max_forward rows).
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = torch.cat([
