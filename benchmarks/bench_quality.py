@@ -127,11 +127,13 @@ def run_setting(name: str, args, earlier: dict) -> dict:
     train_seconds = time.perf_counter() - started
     step = stages.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
     result = {"train_seconds": None if note else round(train_seconds), "train_steps": step, "note": note,
-              "evaluate": {"steps": recipe.evaluate.steps, "batch_size": recipe.evaluate.batch_size},
+              # What the baselines depend on: the data and every classifier setting but the arms and workers.
+              "data": recipe.data.model_dump(mode="json"),
+              "evaluate": recipe.evaluate.model_dump(mode="json", exclude={"arms", "workers"}),
               "variants": {}}
     print(f"[{name}] {step} steps, {note or f'trained in {train_seconds:.0f} s'}", flush=True)
     # The baselines do not depend on the diffusion model: another budget of the same setting has them.
-    same = [r for k, r in earlier.items() if k.split("@")[0] == name and r.get("evaluate") == result["evaluate"]]
+    same = [r for r in earlier.values() if (r.get("data"), r.get("evaluate")) == (result["data"], result["evaluate"])]
     result["baselines"] = same[0]["baselines"] if same else evaluate_arms(recipe, BASELINES)
     print(f"[{name}] baselines: " + ", ".join(f"{a} {fmt(r['macro_f1'])}"
                                                for a, r in result["baselines"]["arms"].items()), flush=True)
@@ -141,12 +143,10 @@ def run_setting(name: str, args, earlier: dict) -> dict:
             vdir.mkdir(parents=True, exist_ok=True)
             shutil.copytree(base_dir / "model", vdir / "model")
         vrecipe = setting_recipe(name, args, vdir, VARIANTS[variant])
-        for other in result["variants"]:  # same generation settings: reuse that variant's images
-            odir = base_dir / "variants" / other
-            if (setting_recipe(name, args, odir, VARIANTS[other]).generate == vrecipe.generate
-                    and not (vdir / "synthetic").exists()):
-                shutil.copytree(odir / "synthetic", vdir / "synthetic")
-                break
+        twins = [other for other in result["variants"]  # same generation settings: reuse that variant's images
+                 if setting_recipe(name, args, vdir, VARIANTS[other]).generate == vrecipe.generate]
+        if twins and not (vdir / "synthetic").exists():
+            shutil.copytree(base_dir / "variants" / twins[0] / "synthetic", vdir / "synthetic")
         t0 = time.perf_counter()
         stages.generate(vrecipe, resume=True, progress=False)
         gen_seconds = time.perf_counter() - t0
@@ -159,13 +159,6 @@ def run_setting(name: str, args, earlier: dict) -> dict:
     return result
 
 
-def _recipe_evaluate(recipe_file: str) -> dict:
-    from synthaug.config import load_recipe
-
-    ev = load_recipe(ROOT / "recipes" / recipe_file).evaluate
-    return {"steps": ev.steps, "batch_size": ev.batch_size}
-
-
 def table(key: str, result: dict) -> str:
     name = key.split("@")[0]
     base = result["baselines"]["arms"]
@@ -175,7 +168,7 @@ def table(key: str, result: dict) -> str:
     recipe_file, overrides = SETTINGS[name]
     trained = result["note"] or f"trained here in {result['train_seconds']} s"
     counts = result["baselines"]["train_counts"]
-    ev = result.get("evaluate") or _recipe_evaluate(recipe_file)
+    ev = result["evaluate"]
     lines = [f"### {key}: `recipes/{recipe_file}` {' '.join(overrides)}".rstrip(), "",
              f"Real training images per class: {', '.join(map(str, counts))}. Diffusion model: "
              f"{result['train_steps']} steps, {trained}. Every classifier: {ev['steps']} steps at batch "

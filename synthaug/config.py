@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -152,8 +152,8 @@ class FilterConfig(_Section):
     max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
 
 
-SAMPLERS = ("dpmpp", "dpmpp-ode", "ddim", "ddpm", "euler", "unipc")
 Sampler = Literal["dpmpp", "dpmpp-ode", "ddim", "ddpm", "euler", "unipc"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
 class GenerateConfig(_Section):
