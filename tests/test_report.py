@@ -149,3 +149,39 @@ def test_missing_or_broken_optional_files_never_crash(tmp_path):
 def test_a_report_without_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(SynthaugError, match="metrics.json"):
         build_report(tmp_path)
+
+
+def test_synthaug_run_writes_every_design_key_and_a_page_with_its_images(tmp_path):
+    """``synthaug run`` end to end (what ``make demo`` runs, on the smoke recipe): metrics.json carries every
+    key of DESIGN §5 for every arm, and index.html shows images that exist."""
+    from click.testing import CliRunner
+
+    from synthaug.cli import cli
+    from synthaug.config import ARMS as ALL_ARMS
+
+    smoke = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(smoke), "--set", f"output_dir={run}"], prog_name="synthaug")
+    assert result.exit_code == 0, result.output
+    assert "index.html" in result.output and "macro-F1: real" in result.output  # the demo's headline
+
+    metrics = json.loads((run / "report" / "metrics.json").read_text())
+    design = {
+        "dataset": {"classes", "train_counts", "test_counts"},
+        "generation": {"counts", "sampler", "steps", "guidance", "images_per_second"},
+        "quality": {"judge_accuracy", "fid_judge", "precision", "recall", "memorization_rate"},
+        "lift": {"macro_f1", "accuracy", "best_baseline", "best_synthetic_arm", "vs_best_baseline_macro_f1"},
+    }
+    for section, keys in design.items():
+        assert keys <= set(metrics[section]), (section, keys - set(metrics[section]))
+    assert set(metrics["arms"]) == set(ALL_ARMS)
+    for arm, stats in metrics["arms"].items():
+        for key in ("accuracy", "macro_f1", "balanced_accuracy"):
+            assert {"mean", "std"} <= set(stats[key]), (arm, key)
+            assert 0.0 <= stats[key]["mean"] <= 1.0
+        assert len(stats["per_class_f1"]) == len(metrics["dataset"]["classes"])
+
+    page = _parse(run / "report" / "index.html")
+    assert len(page.images) >= 6  # arms, per-class F1, counts, samples, diffusion, loss (memorization if any)
+    for src in page.images:
+        assert (run / "report" / src).is_file(), src
