@@ -32,6 +32,9 @@ SETTINGS = {
     "fewshot10": ("digits-fewshot.yaml", []),
     "longtail10": ("digits-longtail.yaml", []),
     "longtail50": ("digits-longtail.yaml", ["data.subset.imbalance=50"]),
+    # Training-side levers: the same data and classifiers (so the same baselines), another diffusion model.
+    "longtail10-px8": ("digits-longtail.yaml", ["model.sample_size=8"]),  # digits' native 8×8
+    "longtail10-vpred": ("digits-longtail.yaml", ["model.prediction_type=v_prediction"]),
 }
 VARIANTS = {
     "sample": [],
@@ -46,9 +49,12 @@ VARIANTS = {
     # He et al. 2023: synthetic rows count half as much as real ones in the classifier's loss.
     "sample-w0.5": ["evaluate.synthetic_weight=0.5"],
     "variation0.5-w0.5": ["generate.mode=variation", "generate.strength=0.5", "evaluate.synthetic_weight=0.5"],
+    # Near-copies (memorization ratio < 1/3, the report's test) dropped and refilled with new seeds.
+    "sample-novel": ["generate.filter.min_novelty=0.3333"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
 SYNTHETIC = ["synthetic", "real+synthetic", "real+synthetic+classic"]
+ORACLE = ["real", "classic"]
 
 
 def fmt(stat: dict | None) -> str:
@@ -114,6 +120,7 @@ def reuse_model(source: Path, recipe) -> None:
 
 def run_setting(name: str, args, earlier: dict) -> dict:
     from synthaug import stages
+    from synthaug.config import SubsetConfig
 
     base_dir = ROOT / "runs" / "bench-quality" / result_key(name, args)
     recipe = setting_recipe(name, args, base_dir)
@@ -131,10 +138,23 @@ def run_setting(name: str, args, earlier: dict) -> dict:
               "data": recipe.data.model_dump(mode="json"),
               "evaluate": recipe.evaluate.model_dump(mode="json", exclude={"arms", "workers"}),
               "variants": {}}
+    before = earlier.get(result_key(name, args))
+    if before and (before["train_steps"], before["data"], before["evaluate"]) == (step, result["data"], result["evaluate"]):
+        # The same model as an earlier invocation: keep its training time and the variants this one does not rerun.
+        result.update(train_seconds=before["train_seconds"], note=before["note"], variants=dict(before["variants"]))
+        train_seconds, note = before["train_seconds"] or 0, before["note"]
     print(f"[{name}] {step} steps, {note or f'trained in {train_seconds:.0f} s'}", flush=True)
     # The baselines do not depend on the diffusion model: another budget of the same setting has them.
     same = [r for r in earlier.values() if (r.get("data"), r.get("evaluate")) == (result["data"], result["evaluate"])]
     result["baselines"] = same[0]["baselines"] if same else evaluate_arms(recipe, BASELINES)
+    if recipe.data.subset != SubsetConfig():
+        # The ceiling: the same classifiers on every training image the subset left out. A generator that
+        # reproduced the missing real images could at best get here.
+        full = recipe.model_copy(update={"data": recipe.data.model_copy(update={"subset": SubsetConfig()})})
+        oracle = {"data": full.data.model_dump(mode="json"), "evaluate": result["evaluate"]}
+        found = [r["oracle"] for r in earlier.values()
+                 if (r.get("oracle") or {}).get("data") == oracle["data"] and r["oracle"]["evaluate"] == oracle["evaluate"]]
+        result["oracle"] = found[0] if found else {**oracle, **evaluate_arms(full, ORACLE)}
     print(f"[{name}] baselines: " + ", ".join(f"{a} {fmt(r['macro_f1'])}"
                                                for a, r in result["baselines"]["arms"].items()), flush=True)
     for variant in args.variants:
@@ -188,13 +208,25 @@ def table(key: str, result: dict) -> str:
                 f"| {arm} | {variant} | {res['images']} | {fmt(m)} | {m['mean'] - real:+.3f} | {m['mean'] - best['mean']:+.3f}"
                 f"{' ✓' if beats else ''} | {q.get('judge_accuracy', float('nan')):.3f} | "
                 f"{q.get('memorization_rate', float('nan')):.3f} |")
+    oracle = result.get("oracle")
+    if oracle:
+        full = ", ".join(map(str, oracle["train_counts"]))
+        for arm, r in oracle["arms"].items():
+            m = r["macro_f1"]
+            lines.append(f"| {arm}, every real image (ceiling) | – | – | {fmt(m)} | {m['mean'] - real:+.3f} | "
+                         f"{m['mean'] - best['mean']:+.3f} | – | – |")
     lines += ["", f"Best baseline: **{best_name}** ({fmt(best)}). ✓ = ahead of it by more than either arm's std."]
+    if oracle:
+        lines.append(f"Ceiling rows: the same classifiers on all the real training images before the subset "
+                     f"({full} per class); a generator that reproduced the missing real images could at best get "
+                     "there.")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS))
+    parser.add_argument("--settings", default="fewshot10,longtail10,longtail50",
+                        help="comma-separated: " + ", ".join(SETTINGS))
     parser.add_argument("--variants", default="sample,variation0.5", help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap on diffusion training")
     parser.add_argument("--max-steps", type=int, default=DEFAULT_STEPS, help="diffusion training steps per setting")
@@ -220,7 +252,15 @@ def main() -> None:
     for name in [] if args.tables_only else [s for s in args.settings.split(",") if s]:
         results[result_key(name, args)] = run_setting(name, args, results)
         (out / "results.json").write_text(json.dumps(results, indent=2))
+    from synthaug.config import SubsetConfig
+
     results = {key: results[key] for key in sorted(results, key=lambda k: (list(SETTINGS).index(k.split("@")[0]), k))}
+    for result in results.values():  # a setting run before the ceiling existed borrows its twin's (same full data)
+        full = {**result["data"], "subset": SubsetConfig().model_dump(mode="json")}
+        twins = [r["oracle"] for r in results.values() if (r.get("oracle") or {}).get("data") == full
+                 and r["oracle"]["evaluate"] == result["evaluate"]]
+        if "oracle" not in result and full != result["data"] and twins:
+            result["oracle"] = twins[0]
     load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
     md = [f"Machine: {machine_line()}.{load}",
           f"Budget per setting: diffusion training {DEFAULT_STEPS} steps unless the table says otherwise (`@N`: N "

@@ -86,6 +86,9 @@ class ModelConfig(_Section):
     layers_per_block: int = Field(1, ge=1, le=4)
     attention: list[bool] = [False, False, True]
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # The diffusion model's own resolution (diffusers' UNet ``sample_size``); None = data.image_size. A
+    # smaller one trains and samples faster; samples are fitted to data.image_size as real images are.
+    sample_size: int | None = Field(None, ge=4, le=1024)
     # Fine-tuning a base whose class embedding has another number of classes needs an explicit opt-in.
     reset_class_embedding: bool = False
 
@@ -148,7 +151,11 @@ class QuotaConfig(_Section):
 
 
 class FilterConfig(_Section):
+    # Drop samples a judge trained on the real training split does not give their label with this probability.
     min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    # Drop near-copies: samples whose distance to the nearest training image, divided by that to the second
+    # nearest, is below this (the report's memorization test; evaluate.memorization_threshold is 1/3).
+    min_novelty: float | None = Field(None, gt=0.0, lt=1.0)
     max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
 
 
@@ -237,6 +244,11 @@ class Recipe(_Section):
         if not value or "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
             raise ValueError(f"name {value!r} must be a plain name (no path separators)")
         return value
+
+    @property
+    def model_size(self) -> int:
+        """The diffusion model's resolution: ``model.sample_size``, or ``data.image_size`` when unset."""
+        return self.model.sample_size or self.data.image_size
 
     @property
     def run_dir(self) -> Path:

@@ -46,8 +46,9 @@ def build_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels: in
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention))
     if image_size % 2 ** (len(cfg.block_out_channels) - 1):
+        key = "model.sample_size" if cfg.sample_size else "data.image_size"
         raise SynthaugError(
-            f"data.image_size={image_size} cannot be halved {len(cfg.block_out_channels) - 1} times by "
+            f"{key}={image_size} cannot be halved {len(cfg.block_out_channels) - 1} times by "
             f"{len(cfg.block_out_channels)} UNet blocks; use a multiple of {2 ** (len(cfg.block_out_channels) - 1)}"
         )
     return UNet2DModel(
@@ -90,7 +91,9 @@ def load_base_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels
     if config["in_channels"] != channels:
         raise SynthaugError(f"data.channels={channels} but model.base has {config['in_channels']} input channels")
     if config.get("sample_size") not in (None, image_size):
-        raise SynthaugError(f"data.image_size={image_size} but model.base was trained at {config['sample_size']}")
+        key = "model.sample_size" if cfg.sample_size else "data.image_size"
+        raise SynthaugError(f"{key}={image_size} but model.base was trained at {config['sample_size']}; "
+                            f"set model.sample_size: {config['sample_size']}")
     existing = config.get("num_class_embeds")
     if existing == num_classes + 1:
         return unet

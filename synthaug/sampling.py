@@ -210,6 +210,16 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array[..., 0], mode="L") if array.shape[-1] == 1 else Image.fromarray(array, mode="RGB")
 
 
+def fit_arrays(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (B, H, W, C) → (B, size, size, C), each image fitted as real images are (``data.resize_crop``)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    from synthaug.data import resize_crop
+
+    channels = images.shape[-1]
+    return np.stack([np.asarray(resize_crop(to_pil(a), size)).reshape(size, size, channels) for a in images])
+
+
 def bf16_supported() -> bool:
     """Whether this CPU has native bf16 matmul (AVX512-BF16/AMX), where bf16 autocast pays off."""
     try:
@@ -221,6 +231,9 @@ def bf16_supported() -> bool:
 class Generator:
     """Sample images from a trained synthaug model.
 
+    Images come out at the model's ``image_size`` (the data's, from ``synthaug.json``); a UNet trained at
+    another resolution (``model.sample_size``) samples at its own, and its samples are fitted to it.
+
     >>> gen = Generator.from_pretrained("runs/digits-longtail/model")
     >>> images = gen.sample(labels=[0, 0, 3], guidance=2.0, steps=20, seed=0)
     """
@@ -231,6 +244,8 @@ class Generator:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.null_class: int = int(meta["null_class_id"])
+        self.sample_size: int = int(unet.config.sample_size)
+        self.image_size: int = int(meta.get("image_size", self.sample_size))
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
@@ -260,10 +275,12 @@ class Generator:
     def sample_arrays(self, labels: Sequence[int], seeds: Sequence[int], *, guidance: float = 2.0, steps: int = 20,
                       sampler: str = "dpmpp", init: np.ndarray | None = None, strength: float = 1.0,
                       autocast: bool = False) -> np.ndarray:
-        """Images for explicit per-image seeds → uint8 (B, H, W, C). ``init``: uint8 (B, H, W, C) for variations."""
+        """Images for explicit per-image seeds → uint8 (B, image_size, image_size, C). ``init``: uint8
+        (B, H, W, C) for variations, fitted to the UNet's resolution first."""
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         init_t = None
         if init is not None:
+            init = fit_arrays(init, self.sample_size)
             init_t = torch.from_numpy(np.ascontiguousarray(init)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         images = denoise(
             self.unet, make_scheduler(sampler, self.training_scheduler.config),
@@ -271,7 +288,7 @@ class Generator:
             steps=steps, guidance=guidance, null_class=self.null_class, init=init_t, strength=strength,
             autocast=autocast,
         )
-        return to_uint8(images)
+        return fit_arrays(to_uint8(images), self.image_size)
 
     def sample(self, labels: Sequence[int | str], guidance: float = 2.0, steps: int = 20, seed: int = 0,
                sampler: str = "dpmpp", batch_size: int = 256, autocast: bool = False) -> list[Image.Image]:
@@ -296,14 +313,16 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
     final sample.
     """
     schedule = generator.training_scheduler
+    real = fit_arrays(real, generator.sample_size)  # the model's own resolution; frames are fitted back below
     x0 = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     gens = [torch.Generator().manual_seed(derive_seed(seed, int(c), 0)) for c in labels]
     noise = initial_noise(tuple(x0.shape[1:]), gens)
     ts = np.linspace(0, schedule.config.num_train_timesteps - 1, frames).round().astype(int)
-    forward = [to_uint8(schedule.add_noise(x0, noise, torch.full((len(x0),), int(t)))) for t in ts]
+    forward = [fit_arrays(to_uint8(schedule.add_noise(x0, noise, torch.full((len(x0),), int(t)))), generator.image_size)
+               for t in ts]
     trace: list[torch.Tensor] = []
     denoise(generator.unet, make_scheduler(sampler, schedule.config), torch.as_tensor(list(labels)), gens,
             steps=steps, guidance=guidance, null_class=generator.null_class, trace=trace)
     picks = np.linspace(0, len(trace) - 1, frames).round().astype(int)
-    reverse = [to_uint8(trace[i]) for i in picks]
+    reverse = [fit_arrays(to_uint8(trace[i]), generator.image_size) for i in picks]
     return np.stack(forward, axis=1), np.stack(reverse, axis=1)

@@ -123,13 +123,14 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def real_arrays(recipe: Recipe, split: str = "train"):
-    """The real data as arrays: (images uint8 NHWC, labels int64, ids int64, RealData)."""
+def real_arrays(recipe: Recipe, split: str = "train", size: int | None = None):
+    """The real data as arrays: (images uint8 NHWC, labels int64, ids int64, RealData). Images are fitted to
+    ``size`` (default ``data.image_size``)."""
     from synthaug.data import load_real_data, to_array
 
     data = load_real_data(recipe.data, recipe.seed)
     ds = data.train if split == "train" else data.test
-    x = to_array(ds, recipe.data.image_size, recipe.data.channels)
+    x = to_array(ds, size or recipe.data.image_size, recipe.data.channels)
     return x, np.asarray(ds["label"], dtype=np.int64), np.asarray(ds["id"], dtype=np.int64), data
 
 
@@ -163,9 +164,9 @@ def build_module(recipe: Recipe, classes: list[str]):
 
     cfg = recipe.model
     if cfg.base:
-        unet = load_base_unet(cfg, len(classes), recipe.data.image_size, recipe.data.channels)
+        unet = load_base_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
     else:
-        unet = build_unet(cfg, len(classes), recipe.data.image_size, recipe.data.channels)
+        unet = build_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
     return ClassConditionalDiffusion(unet, len(classes), recipe.train, cfg.prediction_type, seed=recipe.seed)
 
 
@@ -191,7 +192,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
 
-    x, y, _, data = real_arrays(recipe)
+    x, y, _, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
     _seed_everything(recipe.seed)  # the UNet's initial weights come from the global RNG
     module = build_module(recipe, data.classes)
     if saved is not None:
@@ -242,7 +243,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     trainer.save_checkpoint(out.last_checkpoint)
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
         save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
                    recipe.data.channels)
     return out.model
@@ -321,36 +322,50 @@ def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int =
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def judge_filter(recipe: Recipe, table, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
-    """Drop samples the judge does not give their label with ``min_confidence``; refill with new seeds.
+def filter_samples(recipe: Recipe, table, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
+    """Drop the samples that fail ``generate.filter``; refill with new seeds.
 
-    A classifier trained on the real training split scores every sample. Each round plans, per class,
-    enough extra rows (new indices, so new seeds) to cover the shortfall at the class's acceptance rate
-    so far, for at most ``filter.max_tries`` rounds. Returns (the accepted rows, at most the quota per
-    class, in class then plan order, with a ``confidence`` column; acceptance rate per class).
+    Two tests, each applied when set. ``min_confidence``: a judge trained on the real training split gives
+    the sample its label with at least this probability. ``min_novelty``: the sample is no near-copy, its
+    nearest / second-nearest training-image distance ratio (``evaluation.nearest_neighbour_ratio``, the
+    report's memorization test) is at least this. Each round plans, per class, enough extra rows (new
+    indices, so new seeds) to cover the shortfall at the class's acceptance rate so far, for at most
+    ``filter.max_tries`` rounds. Returns (the accepted rows, at most the quota per class, in class then plan
+    order, with ``confidence`` and ``novelty`` columns, null for a test not applied; acceptance per class).
     """
     import pyarrow as pa
 
-    from synthaug.evaluation import EvalData, train_judge
+    from synthaug.evaluation import EvalData, nearest_neighbour_ratio, train_judge
     from synthaug.sampling import PlanRow, derive_seed
     from synthaug.writers import decode_png, read_parts
 
     g = recipe.generate
-    judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
-    scores: dict[int, float] = {}
-    for _ in range(g.filter.max_tries + 1):
+    f = g.filter
+    judge = None
+    if f.min_confidence is not None:
+        judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
+    scores: dict[int, tuple[float, float]] = {}  # plan position -> (confidence, novelty), NaN = not tested
+    for _ in range(f.max_tries + 1):
         positions = table.column("position").to_numpy()
         fresh = [i for i, p in enumerate(positions) if int(p) not in scores]
         if fresh:
             images = np.stack([decode_png(table.column("image")[i].as_py()) for i in fresh])
             labels = table.column("label").to_numpy()[fresh]
-            for i, conf in zip(fresh, judge_confidence(judge, images, labels)):
-                scores[int(positions[i])] = float(conf)
+            nan = np.full(len(fresh), np.nan)
+            confidence = judge_confidence(judge, images, labels) if judge is not None else nan
+            novelty = nearest_neighbour_ratio(images, x)[0] if f.min_novelty is not None else nan
+            for i, c, n in zip(fresh, confidence, novelty):
+                scores[int(positions[i])] = (float(c), float(n))
         labels = table.column("label").to_numpy()
-        conf = np.array([scores[int(p)] for p in positions])
-        ok = conf >= g.filter.min_confidence
+        conf = np.array([scores[int(p)][0] for p in positions])
+        novelty = np.array([scores[int(p)][1] for p in positions])
+        ok = np.ones(len(positions), dtype=bool)
+        if f.min_confidence is not None:
+            ok &= conf >= f.min_confidence
+        if f.min_novelty is not None:
+            ok &= novelty >= f.min_novelty
         short = {k: quotas[c] - int(ok[labels == k].sum()) for k, c in enumerate(classes)}
-        if all(v <= 0 for v in short.values()) or _ == g.filter.max_tries:
+        if all(v <= 0 for v in short.values()) or _ == f.max_tries:
             break
         extra, next_position = [], int(positions.max()) + 1
         indices = table.column("index").to_numpy()
@@ -366,7 +381,8 @@ def judge_filter(recipe: Recipe, table, quotas: dict[str, int], classes: list[st
         sample(extra, len(extra))
         table = read_parts(recipe.run_dir / "synthetic.parts")
 
-    table = table.append_column("confidence", pa.array(conf, pa.float32()))
+    for name, values in (("confidence", conf), ("novelty", novelty)):
+        table = table.append_column(name, pa.array(values, pa.float32(), mask=np.isnan(values)))
     keep = []
     for k, c in enumerate(classes):
         rows = np.flatnonzero((labels == k) & ok)
@@ -448,8 +464,8 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         raise SynthaugError(f"generation stopped with {written}/{len(rows)} images; rerun with --resume to finish")
 
     acceptance = None
-    if g.filter.min_confidence is not None:
-        table, acceptance = judge_filter(recipe, table, quotas, data.classes, x, y, ids, sample)
+    if g.filter.min_confidence is not None or g.filter.min_novelty is not None:
+        table, acceptance = filter_samples(recipe, table, quotas, data.classes, x, y, ids, sample)
     rate = float(np.mean(rates)) if rates else 0.0
     settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
     dataset = table_to_dataset(table, data.classes, settings)

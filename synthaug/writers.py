@@ -156,6 +156,7 @@ def synthetic_features(classes: Sequence[str]):
             "guidance": datasets.Value("float32"),
             "mode": datasets.Value("string"),
             "confidence": datasets.Value("float32"),
+            "novelty": datasets.Value("float32"),
             "source_index": datasets.Value("int64"),
         }
     )
@@ -191,6 +192,7 @@ def table_to_dataset(table, classes: Sequence[str], settings: dict[str, Any]):
         "guidance": pa.repeat(float(settings["guidance"]), n),
         "mode": pa.repeat(settings["mode"], n),
         "confidence": optional("confidence"),
+        "novelty": optional("novelty"),
         "source_index": optional("source_index"),
     }
     arrow = pa.table([columns[name] for name in features], names=list(features)).cast(schema)

@@ -62,7 +62,7 @@ def test_generate_round_trip_balances_classes(trained: Path):
     assert real[0] == 20 and real[-1] == 5
     assert (synth + np.array(real) == max(real)).all()
     assert set(ds.column_names) >= {"image", "label", "seed", "index", "sampler", "steps", "guidance", "mode",
-                                    "confidence"}
+                                    "confidence", "novelty"}
     assert ds[0]["image"].size == (8, 8)
     card = (trained / "synthetic" / "README.md").read_text()
     assert "synthetic" in card.lower() and "recipe_hash" in card

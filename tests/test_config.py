@@ -117,6 +117,8 @@ def test_wrong_type_names_the_key_and_the_value(raw, path):
         ({"data": {"subset": {"imbalance": 0.5}}}, "data.subset.imbalance", "0.5"),
         ({"train": {"ema_decay": 1.0}}, "train.ema_decay", "1.0"),
         ({"seed": -3}, "seed", "-3"),
+        ({"model": {"sample_size": 2}}, "model.sample_size", "2"),
+        ({"generate": {"filter": {"min_novelty": 1.0}}}, "generate.filter.min_novelty", "1.0"),
     ],
 )
 def test_out_of_range_value_names_the_key_and_the_value(raw, path, value):

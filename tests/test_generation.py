@@ -121,7 +121,7 @@ def test_class_names_cannot_escape_the_output_folder(tmp_path: Path):
     ds = datasets.Dataset.from_dict(
         {"image": [{"bytes": png, "path": None}] * 4, "label": [0, 1, 2, 3], "seed": [1, 2, 3, 4],
          "index": [0, 0, 0, 0], "sampler": ["dpmpp"] * 4, "steps": [1] * 4, "guidance": [1.0] * 4,
-         "mode": ["sample"] * 4, "confidence": [None] * 4, "source_index": [None] * 4},
+         "mode": ["sample"] * 4, "confidence": [None] * 4, "novelty": [None] * 4, "source_index": [None] * 4},
         features=synthetic_features(classes))
     out = tmp_path / "deep" / "out"
     out.mkdir(parents=True)
@@ -168,6 +168,35 @@ def test_judge_filter_keeps_only_confident_samples(model_run: Path, tmp_path: Pa
     assert "acceptance" in (run / "synthetic" / "README.md").read_text()
 
 
+def test_novelty_filter_drops_near_copies_and_keeps_new_images(model_run: Path, tmp_path: Path):
+    import json
+
+    from synthaug.evaluation import nearest_neighbour_ratio
+
+    # Variations at strength 0.05 are near-copies of their real sources (ratio 0.15-0.34 on this model):
+    # nearly all fail the test, refills too, and the quota goes unmet, which the card states, rather than
+    # passing copies off as new images. What is kept passes the test.
+    copies = copy_run(model_run, tmp_path / "copies")
+    ds = gen(copies, "generate.mode=variation", "generate.strength=0.05", "generate.steps=20",
+             "generate.filter.min_novelty=0.5", "generate.filter.max_tries=1")
+    x, *_ = stages.real_arrays(load_recipe(copies))
+    info = json.loads((copies / "synthetic" / "generation.json").read_text())
+    assert len(ds) < 6 and np.mean(list(info["acceptance"].values())) < 0.2
+    assert "| 0% |" in (copies / "synthetic" / "README.md").read_text()
+    if len(ds):
+        kept = np.stack([np.asarray(im)[..., None] for im in ds["image"]])
+        assert (nearest_neighbour_ratio(kept, x)[0] >= 0.5).all()
+
+    # Samples from noise are no copies (ratio ≈ 0.97-1): all kept, each with the ratio the report computes.
+    fresh = copy_run(model_run, tmp_path / "fresh")
+    ds = gen(fresh, "generate.filter.min_novelty=0.5")
+    assert len(ds) == 30 and all(c is None for c in ds["confidence"])
+    novelty = np.asarray(ds["novelty"], dtype=np.float32)
+    images = np.stack([np.asarray(im)[..., None] for im in ds["image"]])
+    np.testing.assert_allclose(novelty, nearest_neighbour_ratio(images, x)[0], rtol=1e-5)
+    assert (novelty >= 0.5).all()
+
+
 def test_python_api(model_run: Path, tmp_path: Path):
     gen_ = synthaug.Generator.from_pretrained(model_run / "model")
     first = gen_.sample(labels=[0, 0, 3], guidance=2.0, steps=4, seed=0)
@@ -178,6 +207,50 @@ def test_python_api(model_run: Path, tmp_path: Path):
     run = copy_run(model_run, tmp_path / "api")
     ds = synthaug.generate(load_recipe(run), progress=False)
     assert isinstance(ds, datasets.Dataset) and len(ds) == 30
+
+
+
+def test_a_model_at_its_own_resolution_writes_images_at_the_data_size(tmp_path: Path):
+    """model.sample_size: the UNet trains and samples at 8 px on images decoded at 8 px; every image the
+    run writes (samples, variations) is fitted to data.image_size = 16 exactly as real images are."""
+    import json
+
+    from synthaug.sampling import Generator, fit_arrays
+
+    run = tmp_path / "own"
+    recipe = load_recipe(SMOKE, overrides=["data.image_size=16", "model.sample_size=8"], out=run)
+    stages.train(recipe, progress=False)
+    assert json.loads((run / "model" / "unet" / "config.json").read_text())["sample_size"] == 8
+    assert json.loads((run / "model" / "synthaug.json").read_text())["image_size"] == 16
+    ds = gen(run)
+    assert {im.size for im in ds["image"]} == {(16, 16)}
+
+    # The same UNet told to write at its own size: its samples, fitted to 16 px, are the run's images.
+    gen16 = Generator.from_pretrained(run / "model")
+    gen8 = Generator(gen16.unet, gen16.training_scheduler, {**gen16.meta, "image_size": 8})
+    labels, seeds = list(ds["label"][:6]), list(ds["seed"][:6])
+    kw = {"steps": 4, "guidance": 2.0}
+    at8 = gen8.sample_arrays(labels, seeds, **kw)
+    assert at8.shape == (6, 8, 8, 1)
+    np.testing.assert_array_equal(gen16.sample_arrays(labels, seeds, **kw), fit_arrays(at8, 16))
+    assert np.abs(np.stack([np.asarray(im, dtype=int) for im in ds["image"][:6]])
+                  - fit_arrays(at8, 16)[..., 0].astype(int)).max() <= 1
+
+    # Variations start from real images at the data size, fitted down to the UNet's 8 px.
+    var = copy_run(run, tmp_path / "var")
+    vds = gen(var, "generate.mode=variation", "generate.strength=0.05", "generate.steps=20")
+    assert {im.size for im in vds["image"]} == {(16, 16)}
+    x, _, ids, _ = stages.real_arrays(load_recipe(var))
+    src = x[{int(i): k for k, i in enumerate(ids)}[vds[0]["source_index"]]][..., 0].astype(float)
+    assert np.abs(np.asarray(vds[0]["image"], dtype=float) - src).mean() < 25, "a light variation stays close"
+
+
+def test_a_sample_size_the_unet_cannot_halve_names_the_key(tmp_path: Path):
+    from synthaug.errors import SynthaugError
+
+    recipe = load_recipe(SMOKE, overrides=["data.image_size=16", "model.sample_size=7"], out=tmp_path / "odd")
+    with pytest.raises(SynthaugError, match=r"model\.sample_size=7 cannot be halved"):
+        stages.train(recipe, progress=False)
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def synthetic_dataset(per_class: int = 3, classes=CLASSES, shuffle: bool = True)
             "image": [png(10 * CODE[classes[c]] + i) for c, i in rows],
             "label": [c for c, _ in rows], "seed": [1000 + k for k in range(n)], "index": [i for _, i in rows],
             "sampler": ["dpmpp"] * n, "steps": [4] * n, "guidance": [2.0] * n, "mode": ["sample"] * n,
-            "confidence": [None] * n, "source_index": [None] * n,
+            "confidence": [None] * n, "novelty": [None] * n, "source_index": [None] * n,
         },
         features=synthetic_features(classes),
     )

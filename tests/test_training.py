@@ -60,6 +60,24 @@ class SignalAt(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def test_sample_grids_during_training_at_the_model_resolution(tmp_path: Path):
+    """``train.sample_every``: a labelled grid per checkpointed step, drawn by the EMA UNet at its own
+    resolution (here ``model.sample_size`` 8 for 16 px data), one row per class."""
+    import numpy as np
+    from PIL import Image
+
+    from synthaug.grids import grid_image
+
+    stages.train(recipe(tmp_path, "train.sample_every=10", "data.image_size=16", "model.sample_size=8"),
+                 progress=False)
+    grids = sorted((tmp_path / "logs" / "samples").glob("*.png"))
+    assert [p.name for p in grids] == ["step-000010.png", "step-000020.png"]
+    expected = grid_image(np.zeros((10, 8, 8, 8, 1), np.uint8), [str(c) for c in range(10)]).size
+    first, last = (np.asarray(Image.open(p).convert("L")) for p in grids)
+    assert Image.open(grids[0]).size == expected, "10 classes x 8 samples of 8 px tiles"
+    assert not np.array_equal(first, last), "the model moved between the two grids"
+
+
 def test_interrupt_then_resume_gives_the_same_weights(tmp_path: Path, monkeypatch):
     whole = tmp_path / "whole"
     stages.train(recipe(whole), progress=False)
