@@ -133,6 +133,10 @@ def run_setting(name: str, args, earlier: dict) -> dict:
     stages.train(recipe, resume=True, progress=False)
     train_seconds = time.perf_counter() - started
     step = stages.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
+    if step < args.max_steps:  # the --minutes cap cut training: a table under this key would be mislabelled
+        sys.exit(f"[{name}] training stopped at step {step} of {args.max_steps} (the --minutes {args.minutes} cap, "
+                 f"often a busy machine); delete {base_dir} and rerun with a larger --minutes, so that the "
+                 "training time it records is one whole run")
     result = {"train_seconds": None if note else round(train_seconds), "train_steps": step, "note": note,
               # What the baselines depend on: the data and every classifier setting but the arms and workers.
               "data": recipe.data.model_dump(mode="json"),
