@@ -36,21 +36,27 @@ SETTINGS = {
     "longtail10-px8": ("digits-longtail.yaml", ["model.sample_size=8"]),  # digits' native 8×8
     "longtail10-vpred": ("digits-longtail.yaml", ["model.prediction_type=v_prediction"]),
 }
+# "sample" is the recipe's own generate settings; the other variants pin guidance 2, the value they were measured
+# with, so that they reproduce whatever the recipe's default becomes.
+G2 = "generate.guidance=2.0"
 VARIANTS = {
     "sample": [],
     "sample-g1": ["generate.guidance=1.0"],
+    "sample-g1.5": ["generate.guidance=1.5"],
+    "sample-g2": [G2],
     "sample-g4": ["generate.guidance=4.0"],
-    "sample-filter0.9": ["generate.filter.min_confidence=0.9"],
-    "sample-pc135": ["generate.quota={per_class: 135}"],  # 135 more per class, the head included
-    "variation0.3": ["generate.mode=variation", "generate.strength=0.3"],
-    "variation0.5": ["generate.mode=variation", "generate.strength=0.5"],
-    "variation0.7": ["generate.mode=variation", "generate.strength=0.7"],
-    "variation0.5-pc135": ["generate.mode=variation", "generate.strength=0.5", "generate.quota={per_class: 135}"],
+    "sample-filter0.9": [G2, "generate.filter.min_confidence=0.9"],
+    "sample-pc135": [G2, "generate.quota={per_class: 135}"],  # 135 more per class, the head included
+    "variation0.3": [G2, "generate.mode=variation", "generate.strength=0.3"],
+    "variation0.5": [G2, "generate.mode=variation", "generate.strength=0.5"],
+    "variation0.7": [G2, "generate.mode=variation", "generate.strength=0.7"],
+    "variation0.5-pc135": [G2, "generate.mode=variation", "generate.strength=0.5", "generate.quota={per_class: 135}"],
     # He et al. 2023: synthetic rows count half as much as real ones in the classifier's loss.
-    "sample-w0.5": ["evaluate.synthetic_weight=0.5"],
-    "variation0.5-w0.5": ["generate.mode=variation", "generate.strength=0.5", "evaluate.synthetic_weight=0.5"],
+    "sample-w0.5": [G2, "evaluate.synthetic_weight=0.5"],
+    "variation0.5-w0.5": [G2, "generate.mode=variation", "generate.strength=0.5", "evaluate.synthetic_weight=0.5"],
     # Near-copies (memorization ratio < 1/3, the report's test) dropped and refilled with new seeds.
-    "sample-novel": ["generate.filter.min_novelty=0.3333"],
+    "sample-novel": [G2, "generate.filter.min_novelty=0.3333"],
+    "sample-g1.5-novel": ["generate.guidance=1.5", "generate.filter.min_novelty=0.3333"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
 SYNTHETIC = ["synthetic", "real+synthetic", "real+synthetic+classic"]
@@ -273,7 +279,9 @@ def main() -> None:
           "the held-out split (25% of every class, carved before any subset).", "",
           "Reproduce: `.venv/bin/python benchmarks/bench_quality.py --settings SETTING --variants VARIANTS` with "
           "the variants named in each table (`--reuse longtail10=runs/digits-longtail` starts from a 1,000-step "
-          "demo model instead of training one).", ""]
+          "demo model instead of training one). Variant `sample` is the recipe's own generate settings (guidance "
+          "1.5 in `digits-longtail`, 2 in `digits-fewshot`); `sample-gN` sets guidance N; every other variant "
+          "samples at guidance 2.", ""]
     for name, result in results.items():
         md += [table(name, result), ""]
     text = "\n".join(md)
