@@ -124,9 +124,22 @@ def reuse_model(source: Path, recipe) -> None:
             shutil.copytree(source / part, recipe.run_dir / part)
 
 
+def full_data(data: dict) -> dict:
+    """A setting's data section (JSON) without its subset: every real training image."""
+    from synthaug.config import SubsetConfig
+
+    return {**data, "subset": SubsetConfig().model_dump(mode="json")}
+
+
+def find_oracle(results: dict, data: dict, evaluate: dict) -> dict | None:
+    """The ceiling measured by any setting on ``data``'s full data with the same classifier settings."""
+    found = [r["oracle"] for r in results.values()
+             if (r.get("oracle") or {}).get("data") == full_data(data) and r["oracle"]["evaluate"] == evaluate]
+    return found[0] if found else None
+
+
 def run_setting(name: str, args, earlier: dict) -> dict:
     from synthaug import stages
-    from synthaug.config import SubsetConfig
 
     base_dir = ROOT / "runs" / "bench-quality" / result_key(name, args)
     recipe = setting_recipe(name, args, base_dir)
@@ -152,19 +165,18 @@ def run_setting(name: str, args, earlier: dict) -> dict:
     if before and (before["train_steps"], before["data"], before["evaluate"]) == (step, result["data"], result["evaluate"]):
         # The same model as an earlier invocation: keep its training time and the variants this one does not rerun.
         result.update(train_seconds=before["train_seconds"], note=before["note"], variants=dict(before["variants"]))
-        train_seconds, note = before["train_seconds"] or 0, before["note"]
-    print(f"[{name}] {step} steps, {note or f'trained in {train_seconds:.0f} s'}", flush=True)
+    trained = result["note"] or f"trained in {result['train_seconds']} s"
+    print(f"[{name}] {step} steps, {trained}", flush=True)
     # The baselines do not depend on the diffusion model: another budget of the same setting has them.
     same = [r for r in earlier.values() if (r.get("data"), r.get("evaluate")) == (result["data"], result["evaluate"])]
     result["baselines"] = same[0]["baselines"] if same else evaluate_arms(recipe, BASELINES)
-    if recipe.data.subset != SubsetConfig():
+    full = full_data(result["data"])
+    if full != result["data"]:
         # The ceiling: the same classifiers on every training image the subset left out. A generator that
         # reproduced the missing real images could at best get here.
-        full = recipe.model_copy(update={"data": recipe.data.model_copy(update={"subset": SubsetConfig()})})
-        oracle = {"data": full.data.model_dump(mode="json"), "evaluate": result["evaluate"]}
-        found = [r["oracle"] for r in earlier.values()
-                 if (r.get("oracle") or {}).get("data") == oracle["data"] and r["oracle"]["evaluate"] == oracle["evaluate"]]
-        result["oracle"] = found[0] if found else {**oracle, **evaluate_arms(full, ORACLE)}
+        result["oracle"] = find_oracle(earlier, result["data"], result["evaluate"]) or {
+            "data": full, "evaluate": result["evaluate"],
+            **evaluate_arms(setting_recipe(name, args, base_dir, ["data.subset={}"]), ORACLE)}
     print(f"[{name}] baselines: " + ", ".join(f"{a} {fmt(r['macro_f1'])}"
                                                for a, r in result["baselines"]["arms"].items()), flush=True)
     for variant in args.variants:
@@ -262,15 +274,12 @@ def main() -> None:
     for name in [] if args.tables_only else [s for s in args.settings.split(",") if s]:
         results[result_key(name, args)] = run_setting(name, args, results)
         (out / "results.json").write_text(json.dumps(results, indent=2))
-    from synthaug.config import SubsetConfig
-
     results = {key: results[key] for key in sorted(results, key=lambda k: (list(SETTINGS).index(k.split("@")[0]), k))}
-    for result in results.values():  # a setting run before the ceiling existed borrows its twin's (same full data)
-        full = {**result["data"], "subset": SubsetConfig().model_dump(mode="json")}
-        twins = [r["oracle"] for r in results.values() if (r.get("oracle") or {}).get("data") == full
-                 and r["oracle"]["evaluate"] == result["evaluate"]]
-        if "oracle" not in result and full != result["data"] and twins:
-            result["oracle"] = twins[0]
+    for result in results.values():  # a setting run before the ceiling existed borrows one on the same full data
+        if "oracle" not in result and full_data(result["data"]) != result["data"]:
+            borrowed = find_oracle(results, result["data"], result["evaluate"])
+            if borrowed:
+                result["oracle"] = borrowed
     load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
     md = [f"Machine: {machine_line()}.{load}",
           f"Budget per setting: diffusion training {DEFAULT_STEPS} steps unless the table says otherwise (`@N`: N "
