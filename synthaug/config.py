@@ -63,6 +63,10 @@ class DataConfig(_Section):
     image_size: int = Field(16, ge=4, le=1024)
     channels: Literal[1, 3] = 1
     subset: SubsetConfig = SubsetConfig()
+    # Images whose decoded pixels are in both the training and the test split (real datasets have them):
+    # "drop" takes them out of the test split, so no test image was seen in training; "keep" leaves them.
+    # Either way they are counted in `synthaug data` and metrics.json (dataset.duplicates_train_test).
+    train_test_duplicates: Literal["drop", "keep"] = "drop"
 
     @field_validator("source", "test_source")
     @classmethod
