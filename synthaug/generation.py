@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 
-from synthaug.sampling import Generator, PlanRow
+from synthaug.config import Recipe
+from synthaug.sampling import Generator, PlanRow, derive_seed
 from synthaug.writers import write_shard
 
 
@@ -152,3 +153,103 @@ def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer
                     return_predictions=False)
     trainer.strategy.barrier("shards written")  # rank 0 assembles only after every rank's last shard
     return meter.images_per_second
+
+
+# --------------------------------------------------------------------------------------------- filters
+
+
+def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
+    """For variation mode: the training row each plan row starts from.
+
+    Class c's images cycle through a seeded permutation of its training rows, so the sources spread
+    evenly (image i of class c starts from source i mod n_c).
+    """
+    by_class: dict[int, np.ndarray] = {}
+    out = []
+    for row in rows:
+        if row.label not in by_class:
+            members = np.flatnonzero(train_labels == row.label)
+            by_class[row.label] = np.random.default_rng([seed, row.label, 0xA11]).permutation(members)
+        members = by_class[row.label]
+        out.append(int(members[row.index % len(members)]))
+    return out
+
+
+def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
+    """The judge's softmax probability of each image's own label → float32 (N,)."""
+    from synthaug.evaluation import to_model_input
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            probs = judge(to_model_input(images[i:i + batch])).softmax(dim=1)
+            out.append(probs[torch.arange(len(probs)), torch.as_tensor(labels[i:i + batch])].numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def filter_samples(recipe: Recipe, table, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
+    """Drop the samples that fail ``generate.filter``; refill with new seeds.
+
+    Two tests, each applied when set. ``min_confidence``: a judge trained on the real training split gives
+    the sample its label with at least this probability. ``min_novelty``: the sample is no near-copy, its
+    nearest / second-nearest training-image distance ratio (``evaluation.nearest_neighbour_ratio``, the
+    report's memorization test) is at least this. Each round plans, per class, enough extra rows (new
+    indices, so new seeds) to cover the shortfall at the class's acceptance rate so far, for at most
+    ``filter.max_tries`` rounds. Returns (the accepted rows, at most the quota per class, in class then plan
+    order, with ``confidence`` and ``novelty`` columns, null for a test not applied; acceptance per class).
+    """
+    import pyarrow as pa
+
+    from synthaug.evaluation import EvalData, nearest_neighbour_ratio, train_judge
+    from synthaug.writers import decode_png, read_parts
+
+    g = recipe.generate
+    f = g.filter
+    judge = None
+    if f.min_confidence is not None:
+        judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
+    scores: dict[int, tuple[float, float]] = {}  # plan position -> (confidence, novelty), NaN = not tested
+    for _ in range(f.max_tries + 1):
+        positions = table.column("position").to_numpy()
+        fresh = [i for i, p in enumerate(positions) if int(p) not in scores]
+        if fresh:
+            images = np.stack([decode_png(table.column("image")[i].as_py()) for i in fresh])
+            labels = table.column("label").to_numpy()[fresh]
+            nan = np.full(len(fresh), np.nan)
+            confidence = judge_confidence(judge, images, labels) if judge is not None else nan
+            novelty = nearest_neighbour_ratio(images, x)[0] if f.min_novelty is not None else nan
+            for i, c, n in zip(fresh, confidence, novelty):
+                scores[int(positions[i])] = (float(c), float(n))
+        labels = table.column("label").to_numpy()
+        conf = np.array([scores[int(p)][0] for p in positions])
+        novelty = np.array([scores[int(p)][1] for p in positions])
+        ok = np.ones(len(positions), dtype=bool)
+        if f.min_confidence is not None:
+            ok &= conf >= f.min_confidence
+        if f.min_novelty is not None:
+            ok &= novelty >= f.min_novelty
+        short = {k: quotas[c] - int(ok[labels == k].sum()) for k, c in enumerate(classes)}
+        if all(v <= 0 for v in short.values()) or _ == f.max_tries:
+            break
+        extra, next_position = [], int(positions.max()) + 1
+        indices = table.column("index").to_numpy()
+        for k, missing in short.items():
+            if missing <= 0:
+                continue
+            tried = int((labels == k).sum())
+            rate = max(ok[labels == k].mean() if tried else 1.0, 0.1)
+            first = int(indices[labels == k].max()) + 1 if tried else 0
+            for index in range(first, first + int(np.ceil(missing / rate))):
+                extra.append(PlanRow(next_position, k, index, derive_seed(recipe.seed, k, index)))
+                next_position += 1
+        sample(extra, len(extra))
+        table = read_parts(recipe.run_dir / "synthetic.parts")
+
+    for name, values in (("confidence", conf), ("novelty", novelty)):
+        table = table.append_column(name, pa.array(values, pa.float32(), mask=np.isnan(values)))
+    keep = []
+    for k, c in enumerate(classes):
+        rows = np.flatnonzero((labels == k) & ok)
+        keep.extend(rows[: quotas[c]].tolist())
+    acceptance = {c: float(ok[labels == k].mean()) if (labels == k).any() else 1.0 for k, c in enumerate(classes)}
+    return table.take(pa.array(sorted(keep, key=lambda i: (labels[i], positions[i])))), acceptance
