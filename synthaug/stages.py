@@ -52,6 +52,11 @@ class Outputs:
     def report(self) -> Path:
         return self.run_dir / REPORT
 
+    @property
+    def evaluated(self) -> Path:
+        """Written last by ``evaluate``, after metrics.json and the page: its presence marks the stage done."""
+        return self.report / ".complete"
+
 
 def trainer_kwargs(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``compute`` section as Lightning ``Trainer`` arguments (every stage uses these)."""
@@ -159,6 +164,62 @@ def checkpoint_step(path: Path) -> int:
     return int(read_checkpoint(path)["global_step"])
 
 
+# What the trained weights' shapes and meaning depend on: changing one makes a checkpoint or model of the run
+# another model. ``data.image_size`` counts through ``model.sample_size`` when that is unset.
+ARCHITECTURE_KEYS = ("model.base", "model.block_out_channels", "model.layers_per_block", "model.attention",
+                     "model.prediction_type", "model.sample_size", "data.channels")
+
+
+def _architecture(recipe: Recipe) -> dict[str, Any]:
+    values = {}
+    for key in ARCHITECTURE_KEYS:
+        section, name = key.split(".")
+        values[key] = getattr(getattr(recipe, section), name)
+    values["model.sample_size"] = recipe.model_size
+    return values
+
+
+def check_architecture(recipe: Recipe, what: str) -> None:
+    """Refuse to continue a run whose model keys changed since it was made (``what`` names what exists).
+
+    The run's ``recipe.yaml`` is the model's provenance; nothing is written before this check.
+    """
+    from synthaug.config import RECIPE_FILE, read_yaml, validate_recipe
+
+    path = recipe.run_dir / RECIPE_FILE
+    if not path.is_file():
+        return
+    try:
+        before = validate_recipe(read_yaml(path), origin=str(path))
+    except SynthaugError:
+        return  # a recipe this version cannot read: the state-dict check in train() still guards resuming
+    old, new = _architecture(before), _architecture(recipe)
+    changed = [key for key in ARCHITECTURE_KEYS if old[key] != new[key]]
+    if changed:
+        key = changed[0]
+        if key == "model.sample_size" and before.model.sample_size is None and recipe.model.sample_size is None:
+            key = "data.image_size"  # the resolution came from the data size in both recipes
+            old[key], new[key] = before.data.image_size, recipe.data.image_size
+        raise SynthaugError(
+            f"{recipe.run_dir}: {key} changed from {old[key]!r} to {new[key]!r} but the run's {what} was made "
+            f"with {old[key]!r}; set it back, or rerun with --overwrite to start the model afresh"
+        )
+
+
+def _check_state_dict(module, saved: dict, path: Path) -> None:
+    """Refuse a checkpoint whose weights do not fit the model the recipe builds, naming the first mismatch."""
+    mine = module.state_dict()
+    theirs = saved["state_dict"]
+    for name, tensor in mine.items():
+        other = theirs.get(name)
+        if other is None or tuple(other.shape) != tuple(tensor.shape):
+            got = "missing" if other is None else f"shape {tuple(other.shape)}"
+            raise SynthaugError(
+                f"{path}: the checkpoint does not fit the model the recipe builds ({name}: {got}, the recipe "
+                f"needs {tuple(tensor.shape)}); restore the run's model keys, or rerun with --overwrite"
+            )
+
+
 def build_module(recipe: Recipe, classes: list[str]):
     from synthaug.diffusion import ClassConditionalDiffusion, build_unet, load_base_unet
 
@@ -184,6 +245,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     if out.model.exists() and not resume and not overwrite:
         raise SynthaugError(f"{out.model} exists (a trained model); rerun with --overwrite to retrain or --resume")
     ckpt_path, start_step, saved = None, 0, None
+    if resume and (out.last_checkpoint.exists() or out.model.exists()):
+        check_architecture(recipe, "checkpoint" if out.last_checkpoint.exists() else "model")
     if resume and out.last_checkpoint.exists():
         saved = read_checkpoint(out.last_checkpoint)
         start_step, ckpt_path = int(saved["global_step"]), str(out.last_checkpoint)
@@ -202,6 +265,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                 f"{out.last_checkpoint}: the checkpoint to resume has {embeds.shape[0] - 1} classes but the data "
                 f"has {len(data.classes)}; restore the data the run was trained on, or rerun with --overwrite"
             )
+        _check_state_dict(module, saved, out.last_checkpoint)
     if overwrite and is_global_zero():
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
@@ -311,6 +375,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     out = Outputs(recipe.run_dir)
     if not out.model.exists():
         raise SynthaugError(f"{out.model}: no trained model; run `synthaug train` first")
+    check_architecture(recipe, "model")
     if _refuse_existing(out.synthetic, overwrite, resume, "a synthetic dataset"):
         return datasets.load_from_disk(str(out.synthetic))
     parts = recipe.run_dir / PARTS
@@ -440,8 +505,10 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
 
     out = Outputs(recipe.run_dir)
     metrics_path = out.report / "metrics.json"
-    if _refuse_existing(metrics_path, overwrite, resume, "an evaluation"):
-        return out.report
+    if metrics_path.exists() and not (resume or overwrite):
+        _refuse_existing(metrics_path, overwrite, resume, "an evaluation")
+    if resume and out.evaluated.exists():
+        return out.report  # finished: every output was written before the marker
     needs_synthetic = any("synthetic" in arm for arm in recipe.evaluate.arms)
     if needs_synthetic and not out.synthetic.exists():
         raise SynthaugError(f"{out.synthetic}: no synthetic dataset; run `synthaug generate` first")
@@ -450,6 +517,9 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
 
     x, y, ids, data = real_arrays(recipe)
     save_recipe(recipe, recipe.run_dir)
+    out.evaluated.unlink(missing_ok=True)  # from here until the page is drawn the report is unfinished
+    if overwrite:
+        shutil.rmtree(out.report / ".runs", ignore_errors=True)  # --overwrite means every arm runs again
     test_x = _to_test_array(recipe, data)
     k = len(data.classes)
     train = EvalData(x, y, ids)
@@ -488,6 +558,7 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     }
     _write_report_inputs(out.report, recipe, metrics, assets)
     build_report(out.report)
+    atomic_write_text(out.evaluated, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return out.report
 
 
@@ -531,7 +602,7 @@ def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets
     atomic_write_bytes(report_dir / "assets.npz", buf.getvalue())
     atomic_write_text(report_dir / "loss.csv", _loss_rows(Outputs(recipe.run_dir).logs))
     atomic_write_text(report_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    # metrics.json last: its presence marks the evaluation complete.
+    # metrics.json after the files it describes; the stage's own marker (Outputs.evaluated) comes after the page.
     atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
