@@ -109,6 +109,9 @@ def _load(recipe_or_run_dir: Path, overrides, out, resume: bool, overwrite: bool
 
     if resume and overwrite:
         raise SynthaugError("--resume and --overwrite contradict each other; choose one")
+    if out is not None and not str(out).strip():
+        # An empty --out would fall back to the recipe's output_dir: another folder than the one asked for.
+        raise SynthaugError(f"--out {str(out)!r} is empty; give a run directory, e.g. --out runs/my-run")
     recipe = load_recipe(recipe_or_run_dir, overrides, out=out)
     if dry_run:
         click.echo(yaml.safe_dump(recipe.to_dict(), sort_keys=False), nl=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -22,8 +23,51 @@ from synthaug.errors import SynthaugError
 RECIPE_FILE = "recipe.yaml"
 
 
+# A recipe is a few hundred values; these bounds refuse hostile YAML (an alias "billion laughs" bomb
+# that expands to 10^9 values, 50,000 nested brackets) before anything walks it, while leaving room for
+# generate.quota.counts over tens of thousands of classes.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 200_000
+MAX_YAML_ALIASES = 100
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """YAML over the bounds above; its message says which bound and how to fix it."""
+
+
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+    """``yaml.SafeLoader`` that reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``) and enforces the bounds.
+
+    The composer recurses once per nesting level, so depth is counted there, before Python's recursion
+    limit. Aliases share one node, so a bomb is small as nodes; its expanded size is counted on the node
+    graph (each shared node once) before the constructor builds anything.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise YAMLTooLarge(f"more than {MAX_YAML_ALIASES} YAML aliases (*name){_at(self.peek_event())}; "
+                                   "write the values out instead")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YAMLTooLarge(_too_deep(self.peek_event()))
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _count_expanded(node)
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -40,12 +84,65 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _at(event_or_node) -> str:
+    mark = event_or_node.start_mark
+    return f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _too_deep(where) -> str:
+    return (f"YAML nested deeper than {MAX_YAML_DEPTH} levels{_at(where)}; "
+            "a recipe needs a few levels, remove the extra nesting")
+
+
+def _count_expanded(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand beyond the bounds: too many values, too deep, or a loop."""
+    known: dict[int, tuple[int, int]] = {}  # id(node) → (values when expanded, levels)
+    open_: set[int] = set()
+
+    def visit(node: yaml.Node, depth: int) -> tuple[int, int]:
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLTooLarge(_too_deep(node))
+        if id(node) in known:
+            values, levels = known[id(node)]
+            if depth + levels - 1 > MAX_YAML_DEPTH:
+                raise YAMLTooLarge(_too_deep(node))
+            return values, levels
+        if id(node) in open_:
+            raise YAMLTooLarge(f"a YAML alias refers to its own anchor{_at(node)}; a recipe cannot contain itself")
+        open_.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        values, levels = 1, 1
+        for child in children:
+            v, lv = visit(child, depth + 1)
+            values, levels = values + v, max(levels, lv + 1)
+            if values > MAX_YAML_VALUES:
+                raise YAMLTooLarge(f"the YAML expands to more than {MAX_YAML_VALUES:,} values{_at(node)} "
+                                   "(each *alias repeats its anchor's values); write a smaller recipe")
+        open_.discard(id(node))
+        known[id(node)] = (values, levels)
+        return values, levels
+
+    if root is not None:
+        visit(root, 1)
+
+
 def yaml_load(text: str) -> Any:
+    """Parse recipe YAML safely (no Python tags) within the bounds above; raises ``yaml.YAMLError``."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise YAMLTooLarge(f"{len(text):,} characters of YAML, over the {MAX_RECIPE_BYTES:,} a recipe may have; "
+                           "shorten it")
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # .inf and .nan are valid YAML floats but no valid setting: an infinite lr or guidance gives NaN weights
+    # or black images with exit code 0.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SubsetConfig(_Section):
@@ -86,9 +183,9 @@ SOURCE_SCHEMES = ("builtin", "imagefolder", "hf", "csv")
 
 class ModelConfig(_Section):
     base: str | None = None
-    block_out_channels: list[int] = [32, 64, 64]
+    block_out_channels: list[int] = Field([32, 64, 64], min_length=1)
     layers_per_block: int = Field(1, ge=1, le=4)
-    attention: list[bool] = [False, False, True]
+    attention: list[bool] = Field([False, False, True], min_length=1)
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     # The diffusion model's own resolution (diffusers' UNet ``sample_size``); None = data.image_size. A
     # smaller one trains and samples faster; samples are fitted to data.image_size as real images are.
@@ -108,11 +205,57 @@ class ModelConfig(_Section):
         return self
 
 
+MINUTES_PER_YEAR = 60 * 24 * 365
+
+# albumentations parameters are numbers, flags, strings and small tuples or mappings of them
+# (``Affine: {translate_px: {x: [-1, 1]}, scale: [0.9, 1.1]}``); these bound everything else out.
+AUGMENT_MAX_ITEMS = 64
+AUGMENT_MAX_DEPTH = 3
+AUGMENT_MAX_STRING = 256
+
+
+class KeyPathError(ValueError):
+    """A validation error deeper than the field pydantic reports: ``path`` continues the field's key path."""
+
+    def __init__(self, path: tuple, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+def _check_augment_value(value: Any, path: tuple, depth: int) -> None:
+    """Refuse an augment parameter that is not a finite number, bool, string or None, or a small list or
+    mapping of those (at most AUGMENT_MAX_DEPTH levels, AUGMENT_MAX_ITEMS entries each)."""
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise KeyPathError(path, f"{value} is not a finite number; give a finite value")
+        return
+    if isinstance(value, str):
+        if len(value) > AUGMENT_MAX_STRING:
+            raise KeyPathError(path, f"a string of {len(value)} characters; a parameter takes at most "
+                                     f"{AUGMENT_MAX_STRING}")
+        return
+    if not isinstance(value, (list, tuple, dict)):
+        raise KeyPathError(path, f"{type(value).__name__} values are not transform parameters; use numbers, "
+                                 "true/false, strings, null, or lists and mappings of them")
+    if depth > AUGMENT_MAX_DEPTH:
+        raise KeyPathError(path, f"nested deeper than {AUGMENT_MAX_DEPTH} levels; "
+                                 "transform parameters are values or small lists and mappings of them")
+    if len(value) > AUGMENT_MAX_ITEMS:
+        raise KeyPathError(path, f"{len(value)} entries; a transform parameter takes at most {AUGMENT_MAX_ITEMS}")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            raise KeyPathError(path, f"key {key!r} is not a string; name parameters with strings")
+        _check_augment_value(item, (*path, key), depth + 1)
+
+
 class TrainConfig(_Section):
     max_steps: int = Field(3000, ge=1)
-    max_minutes: float | None = Field(None, gt=0)
+    max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1.0e-3, gt=0)
+    lr: float = Field(1.0e-3, gt=0, le=1.0)
     warmup_steps: int = Field(100, ge=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     label_dropout: float = Field(0.1, ge=0.0, le=1.0)
@@ -120,7 +263,7 @@ class TrainConfig(_Section):
     # Sampling weight of class c is proportional to n_c^-class_balance: 0 = natural frequencies,
     # 1 = fully balanced batches. Full balance makes the model copy tail images (FINDINGS.md).
     class_balance: float = Field(0.5, ge=0.0, le=1.0)
-    augment: list[dict[str, dict[str, Any] | None]] = []
+    augment: list[dict[str, dict[str, Any] | None]] = Field([], max_length=AUGMENT_MAX_ITEMS)
     freeze: list[Literal["down_blocks", "mid_block"]] = []
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int | None = Field(None, ge=1)
@@ -128,9 +271,12 @@ class TrainConfig(_Section):
     @field_validator("augment")
     @classmethod
     def _one_transform_per_item(cls, value: list[dict]) -> list[dict]:
-        for item in value:
+        for i, item in enumerate(value):
             if len(item) != 1:
                 raise ValueError("each train.augment item is one {TransformName: {params}} mapping")
+            (name, params), = item.items()
+            for key, param in (params or {}).items():
+                _check_augment_value(param, (i, name, key), 1)
         return value
 
 
@@ -138,7 +284,7 @@ class QuotaConfig(_Section):
     balance: Literal["max"] | None = None
     per_class: int | None = Field(None, ge=0)
     total: int | None = Field(None, ge=0)
-    ratio: float | None = Field(None, ge=0)
+    ratio: float | None = Field(None, ge=0, le=1000)
     counts: dict[str, int] | None = None
 
     @model_validator(mode="after")
@@ -171,7 +317,8 @@ class GenerateConfig(_Section):
     quota: QuotaConfig = QuotaConfig(balance="max")
     sampler: Sampler = "dpmpp"
     steps: int = Field(20, ge=1, le=1000)
-    guidance: float = Field(2.0, ge=0.0)
+    # Past ~20 samples saturate; 50 leaves room to experiment and catches a slip like 2000 for 2.0.
+    guidance: float = Field(2.0, ge=0.0, le=50.0)
     mode: Literal["sample", "variation"] = "sample"
     strength: float = Field(0.6, gt=0.0, le=1.0)
     batch_size: int = Field(256, ge=1)
@@ -181,12 +328,61 @@ class GenerateConfig(_Section):
     precision: Literal["auto", "32-true", "bf16-mixed"] = "32-true"
 
 
+def lightning_choices(key: str) -> tuple[str, ...]:
+    """The values the installed Lightning's ``Trainer`` accepts for ``compute.KEY`` (its registries, so a
+    strategy a plugin registers counts). Imported only for a value other than the default: Lightning is slow
+    to import, and ``synthaug data`` does not need it."""
+    if key == "accelerator":
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+
+        return ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    if key == "strategy":
+        from pytorch_lightning.strategies import StrategyRegistry
+
+        return ("auto", *sorted(StrategyRegistry.available_strategies()))
+    from lightning_fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    return (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+
+
 class ComputeConfig(_Section):
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | Literal["auto"] | list[int] = 1
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     precision: str = "32-true"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # Lightning takes 16, 32, 64 as numbers too; YAML reads `precision: 32` as one.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("accelerator", "strategy", "precision")
+    @classmethod
+    def _lightning_accepts(cls, value: str, info) -> str:
+        if value == cls.model_fields[info.field_name].default:
+            return value
+        choices = lightning_choices(info.field_name)
+        # Lightning lower-cases a strategy name, not an accelerator or precision name.
+        if (value.lower() if info.field_name == "strategy" else value) not in choices:
+            raise ValueError(f"unknown {info.field_name} {value!r}{_did_you_mean(value, choices)}; "
+                             f"choose one of {', '.join(choices)}")
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_count_or_ids(cls, value: Any) -> Any:
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if value == "auto" or (is_int(value) and (value >= 1 or value == -1)):
+            return value
+        if (isinstance(value, list) and value and all(is_int(v) and v >= 0 for v in value)
+                and len(set(value)) == len(value)):
+            return value
+        raise ValueError(f"{value!r} is not a device count; give a number of devices (e.g. 2; -1 = all), "
+                         "auto, or a list of distinct device ids like [0, 1]")
 
 
 ARMS = (
@@ -205,7 +401,7 @@ class EvaluateConfig(_Section):
     classifier: Literal["cnn", "resnet18"] = "cnn"
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(2.0e-3, gt=0)
+    lr: float = Field(2.0e-3, gt=0, le=1.0)
     seeds: list[int] = [0, 1, 2]
     arms: list[str] = list(ARMS)
     workers: int = Field(2, ge=1, description="parallel one-thread worker processes for arms x seeds")
@@ -246,7 +442,18 @@ class Recipe(_Section):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         if not value or "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
-            raise ValueError(f"name {value!r} must be a plain name (no path separators)")
+            raise ValueError(f"name {_shorten(value)} must be a plain name (no path separators)")
+        if len(value.encode()) > 255:  # it names the default run folder; file systems take 255 bytes
+            raise ValueError(f"name {_shorten(value)} is {len(value.encode())} bytes, longer than a folder name "
+                             "may be (255); shorten it")
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _some_folder(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            # An empty folder name would quietly mean runs/<name>, or the current folder to a path join.
+            raise ValueError(f"{value!r} is an empty folder name; give a folder, or null for runs/<name>")
         return value
 
     @property
@@ -286,7 +493,8 @@ def _model_at(path: tuple) -> type[BaseModel] | None:
 
 
 def _format_error(err: dict) -> str:
-    loc = tuple(str(p) for p in err["loc"])
+    deeper = err.get("ctx", {}).get("error")
+    loc = tuple(str(p) for p in (*err["loc"], *getattr(deeper, "path", ())))
     path = ".".join(loc)
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
@@ -300,7 +508,7 @@ def _format_error(err: dict) -> str:
         return f"{where}: unknown key{hint}"
     message = err["msg"].removeprefix("Value error, ")
     if path:
-        return f"{path}: {message} (got {err.get('input')!r})" if err["type"] != "value_error" else f"{path}: {message}"
+        return f"{path}: {message} (got {_shorten(err.get('input'))})" if err["type"] != "value_error" else f"{path}: {message}"
     return message
 
 
@@ -319,17 +527,25 @@ def validate_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` → (["a", "b"], YAML-parsed value)."""
     if "=" not in text:
-        raise SynthaugError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.max_steps=500")
+        raise SynthaugError(f"--set {_shorten(text)}: expected KEY=VALUE, e.g. --set train.max_steps=500")
     key, _, value = text.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise SynthaugError(f"--set {text!r}: {key!r} is not a dotted key path like train.lr")
+        raise SynthaugError(f"--set {_shorten(text)}: {_shorten(key)} is not a dotted key path like train.lr")
     try:
         parsed = yaml_load(value) if value.strip() else None
+    except YAMLTooLarge as exc:
+        raise SynthaugError(f"--set {_shorten(text)}: {exc}") from None
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
-        raise SynthaugError(f"--set {text!r}: the value is not valid YAML ({problem})") from None
+        raise SynthaugError(f"--set {_shorten(text)}: the value is not valid YAML ({problem})") from None
     return parts, parsed
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a one-line message must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…{text[-4:]}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -342,7 +558,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 child = node[part] = {}
             if not isinstance(child, dict):
                 raise SynthaugError(
-                    f"--set {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                    f"--set {_shorten(text)}: {'.'.join(parts[: i + 1])} is a value, not a section"
                 )
             node = child
         node[parts[-1]] = value
@@ -351,13 +567,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # at most one byte over the bound: /dev/zero has no size to check first
+            data = file.read(MAX_RECIPE_BYTES + 1)
+        if len(data) > MAX_RECIPE_BYTES:
+            raise SynthaugError(f"{path}: over {MAX_RECIPE_BYTES:,} bytes, too large for a recipe; "
+                                "pass a recipe file or a run directory")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SynthaugError(f"{path}: no such recipe file or run directory") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SynthaugError(f"{path}: cannot read the recipe ({exc.__class__.__name__}: {exc})") from None
     try:
         raw = yaml_load(text)
+    except YAMLTooLarge as exc:
+        raise SynthaugError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
