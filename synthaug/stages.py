@@ -114,6 +114,7 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
             problems.append(f"class {name!r} has only {n} training image(s): the model will copy them")
     if data.report.ignored_files:
         problems.append(f"{data.report.ignored_files} non-image file(s) ignored")
+    problems.extend(data.report.notes)  # integer CSV labels, skipped links, classes without test images, duplicates
     if len(modes) > 1:
         problems.append(f"mixed image modes {dict(modes)}: all are converted to {recipe.data.channels} channel(s)")
     if len(sizes) > 1:
@@ -130,13 +131,24 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
 
 def real_arrays(recipe: Recipe, split: str = "train", size: int | None = None):
     """The real data as arrays: (images uint8 NHWC, labels int64, ids int64, RealData). Images are fitted to
-    ``size`` (default ``data.image_size``)."""
+    ``size`` (default ``data.image_size``) and memory-mapped from the run's decode cache."""
     from synthaug.data import load_real_data, to_array
 
-    data = load_real_data(recipe.data, recipe.seed)
+    data = load_real_data(recipe.data, recipe.seed, cache_dir=_decode_cache(recipe))
     ds = data.train if split == "train" else data.test
-    x = to_array(ds, size or recipe.data.image_size, recipe.data.channels)
+    x = to_array(ds, size or recipe.data.image_size, recipe.data.channels, cache_dir=_decode_cache(recipe))
     return x, np.asarray(ds["label"], dtype=np.int64), np.asarray(ds["id"], dtype=np.int64), data
+
+
+def _decode_cache(recipe: Recipe) -> Path:
+    return recipe.run_dir / "cache"
+
+
+def data_classes(recipe: Recipe) -> list[str]:
+    """The data's class names from paths and labels alone: no image is decoded, nothing is written."""
+    from synthaug.data import load_real_data
+
+    return load_real_data(recipe.data, recipe.seed, check_duplicates=False).classes
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -255,17 +267,18 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
 
-    x, y, _, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
+    classes = data_classes(recipe)  # checks first: decoding writes run_dir/cache
     _seed_everything(recipe.seed)  # the UNet's initial weights come from the global RNG
-    module = build_module(recipe, data.classes)
+    module = build_module(recipe, classes)
     if saved is not None:
         embeds = saved["state_dict"].get("unet.class_embedding.weight")
-        if embeds is not None and embeds.shape[0] != len(data.classes) + 1:
+        if embeds is not None and embeds.shape[0] != len(classes) + 1:
             raise SynthaugError(
                 f"{out.last_checkpoint}: the checkpoint to resume has {embeds.shape[0] - 1} classes but the data "
-                f"has {len(data.classes)}; restore the data the run was trained on, or rerun with --overwrite"
+                f"has {len(classes)}; restore the data the run was trained on, or rerun with --overwrite"
             )
         _check_state_dict(module, saved, out.last_checkpoint)
+    x, y, _, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
     if overwrite and is_global_zero():
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
@@ -385,12 +398,13 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
 
     g = recipe.generate
     generator = Generator.from_pretrained(out.model)
-    x, y, ids, data = real_arrays(recipe)
-    if generator.classes != data.classes:
+    classes = data_classes(recipe)  # checked before decoding: decoding writes run_dir/cache
+    if generator.classes != classes:
         raise SynthaugError(
-            f"{out.model}: the model's classes {generator.classes} differ from the data's {data.classes}; "
+            f"{out.model}: the model's classes {generator.classes} differ from the data's {classes}; "
             "retrain with --overwrite"
         )
+    x, y, ids, data = real_arrays(recipe)
     save_recipe(recipe, recipe.run_dir)
     real_counts = dict(zip(data.classes, data.train_counts))
     quotas = plan_quotas(real_counts, g.quota)
@@ -550,7 +564,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     generation = _generation_info(out.synthetic)
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
-                    "test_counts": dict(zip(data.classes, data.test_counts))},
+                    "test_counts": dict(zip(data.classes, data.test_counts)),
+                    "duplicates_train_test": data.duplicates_train_test},
         "generation": generation,
         "quality": quality,
         "arms": arms,
@@ -577,7 +592,7 @@ def _evaluation_key(recipe: Recipe, synthetic: Path) -> str:
 def _to_test_array(recipe: Recipe, data) -> np.ndarray:
     from synthaug.data import to_array
 
-    return to_array(data.test, recipe.data.image_size, recipe.data.channels)
+    return to_array(data.test, recipe.data.image_size, recipe.data.channels, cache_dir=_decode_cache(recipe))
 
 
 def _generation_info(synthetic: Path) -> dict[str, Any] | None:
