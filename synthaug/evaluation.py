@@ -15,12 +15,23 @@ see them as float ``(N, C, H, W)`` in [-1, 1].
 from __future__ import annotations
 
 import copy
+import ctypes
+import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +51,8 @@ from torchmetrics.functional.classification import (
 from tqdm import tqdm
 
 from synthaug.config import ARMS, EvaluateConfig
-from synthaug.errors import SynthaugError
-from synthaug.io import atomic_write_text
+from synthaug.errors import EnvironmentFailure, SynthaugError
+from synthaug.io import atomic_write_text, writing
 
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)
 BASELINE_ARMS = tuple(arm for arm in ARMS if "synthetic" not in arm)
@@ -592,30 +603,283 @@ def run_arm(
     return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids)
 
 
-def _cached(cache_dir: Path | None, arm: str, seed: int) -> ArmRun | None:
-    path = Path(cache_dir) / f"{arm}@{seed}.json" if cache_dir is not None else None
+# --------------------------------------------------------------------------------------- the arm cache
+
+CACHE_FORMAT = 2  # bump when ArmRun's JSON changes: entries of another format then sit in other folders
+_HASH_CHUNK_BYTES = 1 << 24
+# Settings no arm's result depends on: changing them must not retrain anything.
+_NOT_ARM_SETTINGS = frozenset({"arms", "seeds", "workers", "judge_steps", "memorization_threshold"})
+
+
+def _hash_array(h, a: np.ndarray) -> None:
+    """Feed an array's dtype, shape and bytes to the hash ``h``, a few MB at a time, so a large or
+    memory-mapped array is never copied whole."""
+    a = np.atleast_1d(np.asarray(a))
+    h.update(f"{a.dtype.str}{a.shape};".encode())
+    rows = max(1, _HASH_CHUNK_BYTES // max(1, a[:1].nbytes))
+    for i in range(0, len(a), rows):
+        h.update(np.ascontiguousarray(a[i : i + rows]).data)
+
+
+def arms_fingerprint(
+    parts: tuple[EvalData, ...], num_classes: int, cfg: EvaluateConfig, *, synthetic: bool
+) -> str:
+    """A digest of the content of everything an arm reads: the images, labels, ids and weights of
+    ``parts`` and the classifier settings (``synthetic_weight`` only for arms with synthetic data)."""
+    exclude = set(_NOT_ARM_SETTINGS) | (set() if synthetic else {"synthetic_weight"})
+    settings = {"format": CACHE_FORMAT, "classes": num_classes,
+                "evaluate": cfg.model_dump(mode="json", exclude=exclude)}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for data in parts:
+        for array in (data.x, data.y, data.ids, data.weights):
+            _hash_array(h, array)
+    return h.hexdigest()[:16]
+
+
+def _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg) -> dict[tuple[str, int], Path]:
+    """``{(arm, seed): cache file}``: ``cache_dir/FINGERPRINT/ARM@SEED.json``. Arms without synthetic
+    data do not depend on it, so a new synthetic set reruns only the arms that use it."""
+    if cache_dir is None:
+        return {}
+    folders = {False: arms_fingerprint((train, test), num_classes, cfg, synthetic=False)}
+    if any("synthetic" in arm for arm in cfg.arms):
+        folders[True] = arms_fingerprint((train, test, synthetic), num_classes, cfg, synthetic=True)
+    return {(arm, seed): Path(cache_dir) / folders["synthetic" in arm] / f"{arm}@{seed}.json"
+            for arm in cfg.arms for seed in cfg.seeds}
+
+
+def _cached(path: Path | None, job: tuple[str, int]) -> ArmRun | None:
     if path is None or not path.exists():
         return None
     try:
-        return ArmRun.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError):
+        run = ArmRun.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is simply redone
+    return run if (run.arm, run.seed) == job else None
 
 
+# -------------------------------------------------------------------------------------- the worker pool
+
+REIMPORT_EXIT = 86  # a worker that finds itself re-running its parent's script exits with this code
+STOP_GRACE_SECONDS = 3.0  # a worker still alive this long after SIGTERM gets SIGKILL
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PARTS = ("train", "test", "synthetic")
+_SPILL_PREFIX = ".arm-inputs-"  # then the pid of the evaluation that spilled
+_FIELDS = ("x", "y", "ids", "weight")
 _WORKER_INPUTS: tuple | None = None
 
 
-def _init_worker(inputs: tuple) -> None:
-    """Pool initializer: one thread per process (two 1-thread processes out-run one 2-thread one,
-    FINDINGS.md), and the data sent once per worker rather than once per task."""
+def exit_if_reimported_in_worker() -> None:
+    """End this process quietly if it is a spawned worker that is re-running its parent's main script.
+
+    A spawned process imports the parent's ``__main__`` before it runs its task; in a script without
+    ``if __name__ == "__main__":`` that import starts synthaug again in every worker: repeated work,
+    writes into the same run directory, then nested workers that multiprocessing refuses. Such a worker
+    exits with ``REIMPORT_EXIT`` and no traceback; the pool's parent reports one line naming the fix.
+    Entry points call this before doing anything.
+    """
+    # multiprocessing marks a process while it imports its parent's main module (its own
+    # _check_not_importing_main reads the same mark).
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(REIMPORT_EXIT)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    parent = multiprocessing.parent_process()
+    # The parent's sentinel closes when it ends, on any platform; the pid check also catches a parent
+    # whose forked children still hold the sentinel open.
+    while os.getppid() == parent_pid and (parent is None or parent.is_alive()):
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _die_with_parent(parent_pid: int, *, prctl: bool = True) -> None:
+    """End this worker when its parent ends, however it ends (SIGKILL included): the kernel sends
+    SIGKILL on Linux (``PR_SET_PDEATHSIG``); a thread that watches the parent does it anywhere."""
+    if prctl and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watching thread still ends the worker
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="synthaug-watch-parent", daemon=True).start()
+
+
+def _end_on_sigterm(signum, frame) -> None:
+    # Lightning's SIGTERM handler only notes the signal and trains on; it calls the handler it found
+    # too, so this one still ends the worker, as SIGTERM's default action would.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _spill(folder: Path, parts: tuple[EvalData | None, ...]) -> None:
+    """Write the arrays of ``parts`` (train, test, synthetic) to ``folder`` as .npy files for the workers.
+
+    Not pickled into the workers' start: the parent writes that pickle into a pipe it also holds open,
+    so a worker that died while starting (a script without a main guard) left it blocked forever once
+    the data outgrew the pipe. Memory-mapped, the files are also one copy in memory for all workers.
+    """
+    with writing(folder):
+        for name, data in zip(_PARTS, parts):
+            for field in _FIELDS if data is not None else ():
+                if getattr(data, field) is not None:
+                    np.save(folder / f"{name}.{field}.npy", getattr(data, field))
+
+
+def _unspill(folder: Path) -> list[EvalData | None]:
+    def load(name: str) -> EvalData | None:
+        files = {field: folder / f"{name}.{field}.npy" for field in _FIELDS}
+        if not files["x"].exists():
+            return None
+        # Copy-on-write: shared pages, and writable arrays (torch warns about read-only ones).
+        arrays = {field: np.load(path, mmap_mode="c") if path.exists() else None for field, path in files.items()}
+        return EvalData(**arrays)
+
+    return [load(name) for name in _PARTS]
+
+
+def _remove_orphaned_spills(scratch: Path) -> None:
+    """Remove the spill folders of evaluations whose process is gone (SIGKILLed before its cleanup)."""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) would end the process on Windows
+    for folder in scratch.glob(f"{_SPILL_PREFIX}*-*"):
+        try:
+            os.kill(int(folder.name[len(_SPILL_PREFIX):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue  # not ours, or a live process of another user
+
+
+@contextmanager
+def _spilled(parts: tuple[EvalData | None, ...], scratch: Path | None) -> Iterator[Path]:
+    """The arrays of ``parts`` in a temporary folder below ``scratch`` (default: the system's), removed
+    after use (``_spill``)."""
+    with writing(Path(scratch or tempfile.gettempdir())):
+        if scratch is not None:
+            Path(scratch).mkdir(parents=True, exist_ok=True)
+            _remove_orphaned_spills(Path(scratch))
+        folder = Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=scratch))
+    try:
+        _spill(folder, parts)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _init_worker(parent_pid: int, folder: str, num_classes: int, cfg: EvaluateConfig) -> None:
+    """Pool initializer. The worker ends with its parent; ignores SIGINT, which a terminal's Ctrl-C
+    sends to the whole process group (the parent stops the workers, and no worker prints a traceback);
+    ends at once on SIGTERM; trains on one thread (two 1-thread processes out-run one 2-thread one,
+    FINDINGS.md); and maps the data once per worker rather than receiving it once per task."""
     global _WORKER_INPUTS
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the parent started it
+    signal.signal(signal.SIGTERM, _end_on_sigterm)
     torch.set_num_threads(1)
-    _WORKER_INPUTS = inputs
+    _WORKER_INPUTS = (*_unspill(Path(folder)), num_classes, cfg)
 
 
 def _run_in_worker(arm: str, seed: int) -> ArmRun:
     train, test, synthetic, num_classes, cfg = _WORKER_INPUTS
     return run_arm(arm, seed, train, test, synthetic, num_classes, cfg)
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold SIGINT while workers start: they inherit the block (as the stdlib's resource tracker does),
+    so a Ctrl-C while they import cannot print their tracebacks; this process takes it right after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _stop_workers(processes: list) -> None:
+    """SIGTERM every live worker, SIGKILL any still alive after ``STOP_GRACE_SECONDS``, and reap them.
+    A second Ctrl-C while waiting skips the grace, not the kill."""
+    alive = [p for p in processes if p.exitcode is None]
+    for p in alive:
+        p.terminate()
+    try:
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in alive:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in alive:
+            if p.exitcode is None:
+                p.kill()
+                p.join(1.0)
+
+
+class _WorkerDied(Exception):
+    """Workers of the pool ended on their own, with these ``exit_codes`` (None: unknown)."""
+
+    def __init__(self, exit_codes: list[int | None]):
+        super().__init__(exit_codes)
+        self.exit_codes = exit_codes
+
+    def describe(self) -> str:
+        codes = [c for c in self.exit_codes if c is not None]
+        if REIMPORT_EXIT in codes:
+            return ("an evaluation worker process re-ran the script that started it (spawned workers import "
+                    "the main script): put the script's code under `if __name__ == \"__main__\":`, "
+                    "or set evaluate.workers=1")
+        # SIGTERM: the pool stopping the other workers once one had died.
+        own = [c for c in codes if c != -signal.SIGTERM] or codes
+        if not own:  # it died before the pool knew it (a broken pipe while sending it the data)
+            return ("an evaluation worker process ended while starting (if synthaug runs from a script, the "
+                    "script needs `if __name__ == \"__main__\":`)")
+        if own[0] >= 0:
+            return f"an evaluation worker process ended unexpectedly with exit code {own[0]}"
+        try:
+            name = signal.Signals(-own[0]).name
+        except ValueError:
+            name = f"signal {-own[0]}"
+        oom = (" (often the out-of-memory killer: set evaluate.workers=1 or free memory)"
+               if name == "SIGKILL" else "")
+        return f"an evaluation worker process was killed by {name}{oom}"
+
+
+def _run_pool(todo: list[tuple[str, int]], inputs: tuple, workers: int, finished,
+              scratch: Path | None = None) -> None:
+    """Run ``todo`` on ``workers`` spawned one-thread processes, calling ``finished(job, run)`` as runs end.
+
+    ``inputs``: (train, test, synthetic, num_classes, cfg); the arrays reach the workers as files in a
+    temporary folder below ``scratch`` (``_spill``). However it ends (all done, a failed run, a dead
+    worker, Ctrl-C, SIGTERM), no worker outlives it and every run that finished has been passed to
+    ``finished``. A worker that died raises ``_WorkerDied``.
+    """
+    *parts, num_classes, cfg = inputs
+    with _spilled(tuple(parts), scratch) as folder:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(os.getpid(), str(folder), num_classes, cfg))
+        futures: dict = {}
+        try:
+            with _sigint_blocked():  # submit starts the workers
+                for job in todo:
+                    futures[pool.submit(_run_in_worker, *job)] = job
+            for future in as_completed(futures):
+                finished(futures.pop(future), future.result())
+        except BaseException as exc:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            # Which ended on their own, by their sentinels: the pool's thread may be reaping them right now.
+            ended = [p for p in processes if multiprocessing.connection.wait([p.sentinel], timeout=0)]
+            _stop_workers(processes)
+            pool.shutdown(wait=True, cancel_futures=True)
+            exit_codes = [p.exitcode for p in ended]  # final once the pool's thread has joined them all
+            for future, job in futures.items():  # runs that ended while the loop was elsewhere are kept too
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    finished(job, future.result())
+            if isinstance(exc, (BrokenProcessPool, BrokenPipeError)):
+                raise _WorkerDied(exit_codes) from None
+            raise
+        pool.shutdown()
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -650,17 +914,19 @@ def run_arms(
 ) -> dict:
     """Train and test every arm in ``cfg.arms`` at every seed in ``cfg.seeds``.
 
-    With ``cache_dir``, each finished run is saved there as ``{arm}@{seed}.json`` (atomically) and an
-    interrupted evaluation resumes without retraining the runs it finished. The caller keys the folder
-    by everything the runs depend on.
+    With ``cache_dir``, each finished run is saved below it (atomically) in a folder named by the
+    content of everything the run read (``arms_fingerprint``): an interrupted evaluation resumes without
+    retraining the runs it finished, and changed data or settings are never answered from the cache.
 
-    Runs are independent: with ``cfg.workers > 1`` they go to a pool of spawned one-thread processes,
-    else they run in this process. Results do not depend on completion order.
+    Runs are independent: with ``cfg.workers > 1`` they go to a pool of spawned one-thread processes
+    (``_run_pool``: no worker outlives the call; a worker that dies raises ``EnvironmentFailure``, with
+    the finished runs kept), else they run in this process. Results do not depend on completion order.
 
     Returns:
         ``{arm: {"accuracy": {"mean", "std"}, "macro_f1": {...}, "balanced_accuracy": {...},
         "per_class_f1": [mean per class], "runs": [per-seed summary]}}`` in ``cfg.arms`` order.
     """
+    exit_if_reimported_in_worker()
     needs_synthetic = [arm for arm in cfg.arms if "synthetic" in arm]
     if needs_synthetic and (synthetic is None or len(synthetic) == 0):
         raise SynthaugError(
@@ -668,12 +934,13 @@ def run_arms(
             "or set evaluate.arms without them"
         )
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
-    done: dict[tuple[str, int], ArmRun] = {job: run for job in jobs if (run := _cached(cache_dir, *job))}
+    paths = _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg)
+    done: dict[tuple[str, int], ArmRun] = {job: run for job in jobs if (run := _cached(paths.get(job), job))}
 
     def finished(job: tuple[str, int], run: ArmRun) -> None:
         done[job] = run
-        if cache_dir is not None:
-            atomic_write_text(Path(cache_dir) / f"{job[0]}@{job[1]}.json", json.dumps(run.to_json()))
+        if job in paths:
+            atomic_write_text(paths[job], json.dumps(run.to_json()))
         bar.update()
 
     todo = [job for job in jobs if job not in done]
@@ -683,23 +950,12 @@ def run_arms(
             for arm, seed in todo:
                 finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg))
         else:
-            pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=((train, test, synthetic, num_classes, cfg),),
-            )
             try:
-                futures = {pool.submit(_run_in_worker, arm, seed): (arm, seed) for arm, seed in todo}
-                for future in as_completed(futures):
-                    finished(futures[future], future.result())
-            except BaseException:
-                # Ctrl-C/SIGTERM or a failed run: stop now, not after every queued run (finished ones are cached).
-                for process in list(getattr(pool, "_processes", {}).values()):
-                    process.terminate()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+                _run_pool(todo, (train, test, synthetic, num_classes, cfg), workers, finished, scratch=cache_dir)
+            except _WorkerDied as died:
+                kept = (f"; {len(done)} of {len(jobs)} arm runs finished and are kept in {cache_dir}, "
+                        "rerun with --resume to continue") if paths else ""
+                raise EnvironmentFailure(died.describe() + kept) from None
     return aggregate_runs([done[job] for job in jobs])
 
 

@@ -22,17 +22,23 @@ Inputs (all in ``report_dir``; only ``metrics.json`` is required, every other fi
 Outputs (beside the inputs): ``arms.png``, ``per_class_f1.png``, ``class_counts.png``, ``samples.png``,
 ``diffusion.png``, ``loss.png``, ``memorization.png`` (each only when its inputs exist) and ``index.html``,
 written last, with relative ``<img src>`` links. Every write is atomic.
+
+A value of the wrong type in a key the page reads (a string where a number belongs) is refused with the
+file and the key named. Text from the data (class, arm and column names, the recipe, notes) shows as
+written: escaped in the HTML, and with mathtext off in the plots.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -60,7 +66,77 @@ def _read_metrics(report_dir: Path) -> dict:
         ) from None
     if not isinstance(metrics, dict):
         raise SynthaugError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    _check_metrics(metrics, path)
     return metrics
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_metrics(metrics: dict, path: Path) -> None:
+    """Refuse values of the wrong type in the keys the page reads, naming the key; a missing or null
+    section or key is fine (the page leaves it out), and so are keys the page does not read."""
+
+    def bad(key: str, expected: str, value) -> None:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise SynthaugError(f"{path}: {key}: expected {expected}, got {shown}; "
+                            "rerun `synthaug evaluate --overwrite` to write it afresh")
+
+    def section(key: str) -> dict:
+        value = metrics.get(key)
+        if value is not None and not isinstance(value, dict):
+            bad(key, "an object", value)
+        return value or {}
+
+    def number(key: str, value) -> None:
+        if value is not None and not _is_number(value):
+            bad(key, "a number", value)
+
+    def numbers(key: str, value, kind: type) -> None:
+        """A list (``kind`` list) or an object (``kind`` dict) of numbers, or null."""
+        if value is None:
+            return
+        if not isinstance(value, kind):
+            bad(key, "a list" if kind is list else "an object", value)
+        for k, v in enumerate(value) if kind is list else value.items():
+            number(f"{key}[{k}]" if kind is list else f"{key}.{k}", v)
+
+    dataset = section("dataset")
+    classes = dataset.get("classes")
+    if classes is not None and not isinstance(classes, list):
+        bad("dataset.classes", "a list of class names", classes)
+    for i, name in enumerate(classes or []):
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            bad(f"dataset.classes[{i}]", "a class name", name)
+    numbers("dataset.train_counts", dataset.get("train_counts"), dict)
+    numbers("dataset.test_counts", dataset.get("test_counts"), dict)
+    numbers("generation.counts", section("generation").get("counts"), dict)
+    quality = section("quality")
+    for key in ("judge_accuracy", "fid_judge", "precision", "recall", "memorization_rate"):
+        number(f"quality.{key}", quality.get(key))
+    numbers("quality.per_class_judge_accuracy", quality.get("per_class_judge_accuracy"), list)
+    for arm, result in section("arms").items():
+        if not isinstance(result, dict):
+            bad(f"arms.{arm}", "an object", result)
+        if not isinstance(result.get("macro_f1"), dict) or result["macro_f1"].get("mean") is None:
+            bad(f"arms.{arm}.macro_f1", 'an object with a "mean"', result.get("macro_f1"))
+        for metric in ("accuracy", "macro_f1", "balanced_accuracy"):
+            cell = result.get(metric)
+            if cell is not None and not isinstance(cell, dict):
+                bad(f"arms.{arm}.{metric}", 'an object with "mean" and "std"', cell)
+            for stat in ("mean", "std"):
+                number(f"arms.{arm}.{metric}.{stat}", (cell or {}).get(stat))
+        numbers(f"arms.{arm}.per_class_f1", result.get("per_class_f1"), list)
+        if result.get("runs") is not None and not isinstance(result["runs"], list):
+            bad(f"arms.{arm}.runs", "a list", result["runs"])
+    lift = section("lift")
+    for key in ("macro_f1", "accuracy", "vs_best_baseline_macro_f1"):
+        number(f"lift.{key}", lift.get(key))
+    for key in ("best_baseline", "best_synthetic_arm"):
+        if lift.get(key) is not None and not isinstance(lift[key], str):
+            bad(f"lift.{key}", "an arm name", lift[key])
 
 
 def _read_assets(report_dir: Path, notes: list[str]) -> dict[str, np.ndarray]:
@@ -113,6 +189,18 @@ def _images(assets: dict[str, np.ndarray], key: str, ndim: int) -> np.ndarray | 
 
 
 # ----------------------------------------------------------------------------------------- drawing
+
+
+def _literal_text(plot):
+    """Draw ``plot``'s figure with mathtext off: class names, arm names and loss columns come from the
+    data, and a name like ``$HOME_$USER`` must show as written, not fail to parse as TeX."""
+
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return drawn
 
 
 def _png(fig: Figure) -> bytes:
@@ -169,6 +257,7 @@ def _macro_f1(result: dict) -> tuple[float, float]:
     return float(cell["mean"]), float(cell.get("std") or 0.0)
 
 
+@_literal_text
 def plot_arms(arms: dict) -> bytes:
     """Horizontal bars: macro-F1 mean ± std over seeds per arm; arms with synthetic data in blue."""
     names = list(arms)
@@ -186,6 +275,7 @@ def plot_arms(arms: dict) -> bytes:
     return _png(fig)
 
 
+@_literal_text
 def plot_per_class_f1(arms: dict, classes: list[str]) -> bytes | None:
     """Heatmap of test F1 per arm (rows) and class (columns), means over seeds."""
     rows = {a: r["per_class_f1"] for a, r in arms.items() if r.get("per_class_f1")}
@@ -217,6 +307,7 @@ def plot_per_class_f1(arms: dict, classes: list[str]) -> bytes | None:
     return _png(fig)
 
 
+@_literal_text
 def plot_class_counts(classes: list[str], real: dict, synthetic: dict) -> bytes | None:
     """Grouped bars: real training images and synthetic images per class."""
     if not real and not synthetic:
@@ -233,6 +324,7 @@ def plot_class_counts(classes: list[str], real: dict, synthetic: dict) -> bytes 
     return _png(fig)
 
 
+@_literal_text
 def plot_samples(assets: dict[str, np.ndarray], classes: list[str]) -> bytes | None:
     """Per class (rows): real examples on the left panel, synthetic on the right."""
     sets = {}
@@ -257,6 +349,7 @@ def plot_samples(assets: dict[str, np.ndarray], classes: list[str]) -> bytes | N
     return _png(fig)
 
 
+@_literal_text
 def plot_diffusion(assets: dict[str, np.ndarray], classes: list[str]) -> bytes | None:
     """Forward (noising) and reverse (denoising) strips, one row per class, time left to right."""
     strips = [(key, _images(assets, key, 5)) for key in ("forward", "reverse")]
@@ -274,6 +367,7 @@ def plot_diffusion(assets: dict[str, np.ndarray], classes: list[str]) -> bytes |
     return _png(fig)
 
 
+@_literal_text
 def plot_loss(curves: dict[str, tuple[list[float], list[float]]]) -> bytes | None:
     """Every ``*_loss`` column of loss.csv against the step."""
     if not curves:
@@ -290,6 +384,7 @@ def plot_loss(curves: dict[str, tuple[list[float], list[float]]]) -> bytes | Non
     return _png(fig)
 
 
+@_literal_text
 def plot_memorization(assets: dict[str, np.ndarray]) -> bytes | None:
     """Synthetic images closest to a training image (top) above that training image (bottom)."""
     synthetic, train = _images(assets, "mem_synthetic", 4), _images(assets, "mem_train", 4)
@@ -425,13 +520,7 @@ def build_report(report_dir: Path) -> Path:
     dataset = metrics.get("dataset") or {}
     generation = metrics.get("generation") or {}
     quality = metrics.get("quality")
-    arms = {
-        arm: result
-        for arm, result in (metrics.get("arms") or {}).items()
-        if isinstance(result, dict)
-        and isinstance(result.get("macro_f1"), dict)
-        and "mean" in result["macro_f1"]
-    }
+    arms = metrics.get("arms") or {}
     lift = metrics.get("lift") or {}
     classes = [str(c) for c in dataset.get("classes") or []]
 

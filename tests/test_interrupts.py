@@ -5,6 +5,9 @@ image bytes; evaluation: the same arm metrics).
 Each interrupted command is a real ``python -m synthaug.cli`` process, signalled once its files show it
 is mid-work. The uninterrupted reference and the resume run in this process on one torch thread, as the
 subprocess does (``OMP_NUM_THREADS=1``), so float sums are the same.
+
+An evaluation with a pool of workers is signalled in its main process alone (as ``kill PID`` does): every
+process it started must end within seconds, and SIGKILL to the main process must end the workers too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -24,6 +28,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
+from test_eval_faults import descendants, pool_workers, wait_until_gone
 
 from synthaug import stages
 from synthaug.cli import cli
@@ -54,8 +59,10 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt(tmp_path: Path, args: list, ready: Callable[[], bool], sig: int, limit: float = 180) -> str:
-    """Run ``synthaug ARGS`` in a subprocess, send ``sig`` once ``ready()``, check exit 130; return stderr."""
+@contextmanager
+def synthaug_process(tmp_path: Path, args: list, ready: Callable[[int], bool],
+                     limit: float = 180) -> Iterator[subprocess.Popen]:
+    """``synthaug ARGS`` in a subprocess (stderr to tmp_path/stderr.txt), yielded once ``ready(its pid)``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     err_path = tmp_path / "stderr.txt"
     with open(tmp_path / "stdout.txt", "w") as out, open(err_path, "w") as err:
@@ -65,17 +72,24 @@ def interrupt(tmp_path: Path, args: list, ready: Callable[[], bool], sig: int, l
                                 env=env, preexec_fn=_sigint_default)
         try:
             deadline = time.monotonic() + limit
-            while not ready():
+            while not ready(proc.pid):
                 assert proc.poll() is None, f"finished before it could be interrupted:\n{err_path.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "no sign of progress in time"
                 time.sleep(0.02)
-            proc.send_signal(sig)
-            code = proc.wait(timeout=120)
+            yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    stderr = err_path.read_text()
+
+
+def interrupt(tmp_path: Path, args: list, ready: Callable[[int], bool], sig: int, limit: float = 180) -> str:
+    """Run ``synthaug ARGS`` in a subprocess, send ``sig`` once ``ready(pid)``, check exit 130; return the
+    one line it printed."""
+    with synthaug_process(tmp_path, args, ready, limit) as proc:
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
     assert code == 130, f"exit {code}:\n{stderr[-3000:]}"
     assert "Traceback" not in stderr, stderr[-3000:]
     ours = [line.split("\r")[-1].strip() for line in stderr.splitlines() if "synthaug:" in line]
@@ -103,7 +117,7 @@ def trained_uninterrupted(tmp_path_factory) -> Path:
 def test_interrupted_training_resumes_to_the_same_weights(sig, trained_uninterrupted: Path, tmp_path: Path):
     run = tmp_path / "run"
     args = ["train", SMOKE, "--out", run, *(x for o in TRAIN for x in ("--set", o))]
-    line = interrupt(tmp_path, args, lambda: any((run / "checkpoints").glob("step-*.ckpt")), sig)
+    line = interrupt(tmp_path, args, lambda pid: any((run / "checkpoints").glob("step-*.ckpt")), sig)
     assert "training stopped at step" in line and "--resume" in line
     stopped = stages.checkpoint_step(run / "checkpoints" / "last.ckpt")
     assert 10 <= stopped < 120, stopped
@@ -184,7 +198,7 @@ def test_interrupted_generation_resumes_to_identical_images(sig, model_run: Path
     run = copy_run(model_run, tmp_path / "run")
     parts = run / "synthetic.parts"
     args = ["generate", run, *(x for o in GENERATE for x in ("--set", o))]
-    line = interrupt(tmp_path, args, lambda: any(parts.glob("shard-*.parquet")), sig)
+    line = interrupt(tmp_path, args, lambda pid: any(parts.glob("shard-*.parquet")), sig)
     assert "generation stopped" in line and "--resume" in line
     shards = len(list(parts.glob("shard-*.parquet")))
     assert 1 <= shards < 100, f"{shards} shards: the signal did not land mid-work"
@@ -225,7 +239,7 @@ def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, synthetic_run: 
                                                            tmp_path: Path):
     run = copy_run(synthetic_run, tmp_path / "run")
     runs = run / "report" / ".runs"
-    line = interrupt(tmp_path, ["evaluate", run], lambda: any(runs.rglob("*.json")), sig)
+    line = interrupt(tmp_path, ["evaluate", run], lambda pid: any(runs.rglob("*.json")), sig)
     assert "--resume" in line
     finished = len(list(runs.rglob("*.json")))
     assert 1 <= finished < 8, f"{finished} of 8 arm runs: the signal did not land mid-work"
@@ -233,3 +247,68 @@ def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, synthetic_run: 
 
     resume("evaluate", run, "--resume")
     assert arms(run) == arms(evaluated_uninterrupted)
+
+
+# Two workers, and runs long enough that both are mid-run when the first result is cached.
+POOLED = ["evaluate.workers=2", "evaluate.steps=100", "evaluate.seeds=[0, 1]",
+          "evaluate.arms=[real, classic, oversample, smote]"]
+
+
+@pytest.fixture(scope="module")
+def evaluated_by_workers(synthetic_run: Path, tmp_path_factory) -> Path:
+    run = copy_run(synthetic_run, tmp_path_factory.mktemp("evaluate-pooled") / "whole")
+    stages.evaluate(load_recipe(run, overrides=POOLED), progress=False)
+    return run
+
+
+class WorkersMidRun:
+    """``ready`` for ``synthaug_process``: two pool workers alive and a run cached. Remembers, at that moment,
+    every process below the main one (the workers, multiprocessing's resource tracker) and the time."""
+
+    def __init__(self, runs: Path):
+        self.runs, self.processes, self.at = runs, set(), 0.0
+
+    def __call__(self, pid: int) -> bool:
+        if len(pool_workers(pid)) < 2 or not any(self.runs.rglob("*.json")):
+            return False
+        self.processes, self.at = descendants(pid), time.monotonic()
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_to_the_main_process_alone_stops_every_worker(sig, synthetic_run: Path, evaluated_by_workers: Path,
+                                                               tmp_path: Path):
+    run = copy_run(synthetic_run, tmp_path / "run")
+    runs = run / "report" / ".runs"
+    mid_run = WorkersMidRun(runs)
+    line = interrupt(tmp_path, ["evaluate", run, *(x for o in POOLED for x in ("--set", o))], mid_run, sig)
+    assert "--resume" in line
+    assert len(mid_run.processes) >= 2
+    left = wait_until_gone(mid_run.processes, 10 - (time.monotonic() - mid_run.at))
+    assert not left, f"processes {left} still run 10 s after the signal"
+    assert not list(runs.rglob(".arm-inputs-*")), "the workers' copy of the data is removed"
+    finished = len(list(runs.rglob("*.json")))
+    assert 1 <= finished < 8, f"{finished} of 8 arm runs: the signal did not land mid-work"
+
+    resume("evaluate", run, "--resume")
+    assert arms(run) == arms(evaluated_by_workers)
+
+
+@pytest.mark.slow
+def test_workers_end_on_their_own_when_the_main_process_is_killed(synthetic_run: Path, evaluated_by_workers: Path,
+                                                                  tmp_path: Path):
+    run = copy_run(synthetic_run, tmp_path / "run")
+    runs = run / "report" / ".runs"
+    mid_run = WorkersMidRun(runs)
+    with synthaug_process(tmp_path, ["evaluate", run, *(x for o in POOLED for x in ("--set", o))], mid_run) as proc:
+        proc.kill()
+        proc.wait(timeout=10)
+    left = wait_until_gone(mid_run.processes, 10)
+    assert not left, f"processes {left} outlived the killed main process by 10 s"
+    orphaned = list(runs.rglob(f".arm-inputs-{proc.pid}-*"))
+    assert orphaned, "SIGKILL leaves the workers' copy of the data (no cleanup runs) ..."
+
+    resume("evaluate", run, "--resume")
+    assert arms(run) == arms(evaluated_by_workers)
+    assert not any(folder.exists() for folder in orphaned), "... and the next evaluation removes it"
