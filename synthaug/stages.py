@@ -245,6 +245,9 @@ def build_module(recipe: Recipe, classes: list[str]):
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
+    from synthaug.evaluation import exit_if_reimported_in_worker
+
+    exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger
@@ -374,6 +377,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     or None when this process ran one shard of several and others remain."""
     import datasets
 
+    from synthaug.evaluation import exit_if_reimported_in_worker
     from synthaug.generation import filter_samples, run_plan, variation_sources
     from synthaug.sampling import Generator, bf16_supported, build_plan, plan_quotas
     from synthaug.writers import (
@@ -385,6 +389,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         write_synthetic,
     )
 
+    exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
     out = Outputs(recipe.run_dir)
     if not out.model.exists():
         raise SynthaugError(f"{out.model}: no trained model; run `synthaug train` first")
@@ -513,6 +518,9 @@ def _loss_rows(logs: Path) -> str:
 
 def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
+    from synthaug.evaluation import exit_if_reimported_in_worker
+
+    exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
     from synthaug.evaluation import EvalData, compute_lift, quality_metrics, run_arms, train_judge
     from synthaug.report import build_report
     from synthaug.sampling import Generator, diffusion_strips
@@ -559,8 +567,7 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
             generator, x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
             seed=recipe.seed)
 
-    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress,
-                    cache_dir=out.report / ".runs" / _evaluation_key(recipe, out.synthetic))
+    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress, cache_dir=out.report / ".runs")
     generation = _generation_info(out.synthetic)
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
@@ -575,18 +582,6 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     build_report(out.report)
     atomic_write_text(out.evaluated, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return out.report
-
-
-def _evaluation_key(recipe: Recipe, synthetic: Path) -> str:
-    """What every arm's run depends on: the data, the classifier settings and the synthetic set."""
-    import hashlib
-
-    parts = {
-        "seed": recipe.seed, "data": recipe.data.model_dump(mode="json"),
-        "evaluate": recipe.evaluate.model_dump(mode="json", exclude={"arms", "seeds", "workers"}),
-        "synthetic": (synthetic / "state.json").read_text() if (synthetic / "state.json").exists() else None,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _to_test_array(recipe: Recipe, data) -> np.ndarray:
