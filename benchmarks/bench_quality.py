@@ -75,7 +75,7 @@ def evaluate_arms(recipe, arms: list[str]) -> dict:
     from synthaug.evaluation import EvalData, quality_metrics, run_arms, train_judge
 
     x, y, ids, data = stages.real_arrays(recipe)
-    test_x = stages._to_test_array(recipe, data)
+    test_x = stages.held_out_images(recipe, data)
     train = EvalData(x, y, ids)
     test = EvalData(test_x, np.asarray(data.test["label"]), np.asarray(data.test["id"]))
     synthetic, quality = None, None
@@ -139,7 +139,7 @@ def find_oracle(results: dict, data: dict, evaluate: dict) -> dict | None:
 
 
 def run_setting(name: str, args, earlier: dict) -> dict:
-    from synthaug import stages
+    from synthaug import runs, stages
 
     base_dir = ROOT / "runs" / "bench-quality" / result_key(name, args)
     recipe = setting_recipe(name, args, base_dir)
@@ -151,7 +151,7 @@ def run_setting(name: str, args, earlier: dict) -> dict:
     started = time.perf_counter()
     stages.train(recipe, resume=True, progress=False)
     train_seconds = time.perf_counter() - started
-    step = stages.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
+    step = runs.checkpoint_step(base_dir / "checkpoints" / "last.ckpt")
     if step < args.max_steps:  # the --minutes cap cut training: a table under this key would be mislabelled
         sys.exit(f"[{name}] training stopped at step {step} of {args.max_steps} (the --minutes {args.minutes} cap, "
                  f"often a busy machine); delete {base_dir} and rerun with a larger --minutes, so that the "

@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    from synthaug import stages
+    from synthaug import runs, stages
     from synthaug.config import load_recipe
     from synthaug.evaluation import EvalData, predict, train_judge
     from synthaug.sampling import Generator, derive_seed
@@ -45,7 +45,7 @@ def main() -> None:
     x, y, ids, data = stages.real_arrays(recipe)
     k = len(data.classes)
     judge = train_judge(EvalData(x, y, ids), k, recipe.evaluate, recipe.seed)
-    test_x, test_y = stages._to_test_array(recipe, data), np.asarray(data.test["label"])
+    test_x, test_y = stages.held_out_images(recipe, data), np.asarray(data.test["label"])
     judge_test = float((predict(judge, test_x) == test_y).mean())
     print(f"judge accuracy on the real test split: {judge_test:.3f}", flush=True)
     torch.set_num_threads(2)
@@ -66,7 +66,7 @@ def main() -> None:
     text = "\n".join([
         "## Samplers: judge accuracy per sampler, steps and guidance", "",
         f"`benchmarks/bench_samplers.py --run {args.run} --per-class {args.per_class}` on {machine_line()}. "
-        f"Model: `{args.run}/model` ({stages.checkpoint_step(Path(args.run) / 'checkpoints' / 'last.ckpt')} "
+        f"Model: `{args.run}/model` ({runs.checkpoint_step(Path(args.run) / 'checkpoints' / 'last.ckpt')} "
         f"training steps). Judge: `train_judge` ({recipe.evaluate.judge_steps} steps) on the real training "
         f"split, {judge_test:.1%} on the real test split. {args.per_class} images per class, the same "
         "per-image seeds for every setting; 2 threads.", "",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +17,15 @@ import numpy as np
 from synthaug.config import Recipe, save_recipe
 from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text
-
-MODEL, CHECKPOINTS, LOGS, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "synthetic", "report"
-
-
-@dataclass
-class Outputs:
-    """Where a stage's outputs live in a run directory."""
-
-    run_dir: Path
-
-    @property
-    def model(self) -> Path:
-        return self.run_dir / MODEL
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.run_dir / CHECKPOINTS
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def logs(self) -> Path:
-        return self.run_dir / LOGS
-
-    @property
-    def synthetic(self) -> Path:
-        return self.run_dir / SYNTHETIC
-
-    @property
-    def report(self) -> Path:
-        return self.run_dir / REPORT
-
-    @property
-    def evaluated(self) -> Path:
-        """Written last by ``evaluate``, after metrics.json and the page: its presence marks the stage done."""
-        return self.report / ".complete"
+from synthaug.runs import (
+    LOGS,
+    SYNTHETIC,  # noqa: F401 - cli.py reads stages.SYNTHETIC until it moves to RunDir
+    RunDir,
+    loss_rows,
+    prepend_log,
+    read_checkpoint,
+    read_log,
+)
 
 
 def trainer_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -141,7 +111,7 @@ def real_arrays(recipe: Recipe, split: str = "train", size: int | None = None):
 
 
 def _decode_cache(recipe: Recipe) -> Path:
-    return recipe.run_dir / "cache"
+    return RunDir(recipe.run_dir).decode_cache
 
 
 def data_classes(recipe: Recipe) -> list[str]:
@@ -152,28 +122,6 @@ def data_classes(recipe: Recipe) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- train
-
-
-def read_checkpoint(path: Path) -> dict:
-    """Read a Lightning checkpoint safely (``weights_only=True``): a file that is not a checkpoint, or
-    that would need arbitrary code to unpickle, is refused, never executed."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        raise SynthaugError(
-            f"{path}: refused, not a safe Lightning checkpoint ({reason}); delete it and rerun with --overwrite"
-        ) from None
-    if not isinstance(ckpt, dict) or "global_step" not in ckpt or "state_dict" not in ckpt:
-        raise SynthaugError(f"{path}: not a Lightning checkpoint; delete it and rerun with --overwrite")
-    return ckpt
-
-
-def checkpoint_step(path: Path) -> int:
-    """The global step a checkpoint was saved at (read safely, see ``read_checkpoint``)."""
-    return int(read_checkpoint(path)["global_step"])
 
 
 # What the trained weights' shapes and meaning depend on: changing one makes a checkpoint or model of the run
@@ -256,7 +204,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     from synthaug.data import LabelledImageDataModule
     from synthaug.diffusion import save_model
 
-    out = Outputs(recipe.run_dir)
+    out = RunDir(recipe.run_dir)
     if out.model.exists() and not resume and not overwrite:
         raise SynthaugError(f"{out.model} exists (a trained model); rerun with --overwrite to retrain or --resume")
     ckpt_path, start_step, saved = None, 0, None
@@ -286,7 +234,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)  # only once the inputs are known good: a refused command changes nothing
-    earlier_log = _read_log(out.logs / "metrics.csv", before_step=start_step) if start_step else []
+    earlier_log = read_log(out.loss_log, before_step=start_step) if start_step else []
 
     t = recipe.train
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
@@ -319,7 +267,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         if earlier_log and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh; keep the steps before
-            _prepend_log(out.logs / "metrics.csv", earlier_log)
+            prepend_log(out.loss_log, earlier_log)
     trainer.save_checkpoint(out.last_checkpoint)
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
@@ -327,30 +275,6 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
                    recipe.data.channels)
     return out.model
-
-
-def _read_log(path: Path, before_step: int) -> list[dict[str, str]]:
-    """Rows of a Lightning CSV log for steps before ``before_step``."""
-    import csv
-
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if row.get("step") and int(row["step"]) < before_step]
-
-
-def _prepend_log(path: Path, earlier: list[dict[str, str]]) -> None:
-    """Put ``earlier`` rows before the rows of ``path`` (a resumed run's log), atomically."""
-    import csv
-    import io
-
-    later = _read_log(path, before_step=2**62)
-    fields = list(dict.fromkeys(k for row in earlier + later for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(earlier + later)
-    atomic_write_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------- generate
@@ -390,7 +314,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     )
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
-    out = Outputs(recipe.run_dir)
+    out = RunDir(recipe.run_dir)
     if not out.model.exists():
         raise SynthaugError(f"{out.model}: no trained model; run `synthaug train` first")
     check_architecture(recipe, "model")
@@ -464,7 +388,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         acceptance=acceptance, formats=g.formats,
     )
     write_synthetic(dataset, out.synthetic, g.formats, card)
-    atomic_write_text(out.synthetic / "generation.json", json.dumps(
+    atomic_write_text(out.generation, json.dumps(
         {"counts": counts, "images_per_second": rate, "seconds": time.perf_counter() - started,
          "acceptance": acceptance, **settings}, indent=2))
     shutil.rmtree(parts, ignore_errors=True)
@@ -500,22 +424,6 @@ def _examples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8
     return x[keep], y[keep]
 
 
-def _loss_rows(logs: Path) -> str:
-    """Lightning's CSV log → ``step,train_loss`` lines (rows without a loss are dropped)."""
-    import csv
-    import io
-
-    files = sorted(logs.rglob("metrics.csv"))
-    out = io.StringIO()
-    out.write("step,train_loss\n")
-    for path in files:
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("train_loss"):
-                    out.write(f"{row['step']},{row['train_loss']}\n")
-    return out.getvalue()
-
-
 def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
     from synthaug.evaluation import exit_if_reimported_in_worker
@@ -525,8 +433,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     from synthaug.report import build_report
     from synthaug.sampling import Generator, diffusion_strips
 
-    out = Outputs(recipe.run_dir)
-    metrics_path = out.report / "metrics.json"
+    out = RunDir(recipe.run_dir)
+    metrics_path = out.metrics
     if metrics_path.exists() and not (resume or overwrite):
         _refuse_existing(metrics_path, overwrite, resume, "an evaluation")
     if resume and out.evaluated.exists():
@@ -541,8 +449,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     save_recipe(recipe, recipe.run_dir)
     out.evaluated.unlink(missing_ok=True)  # from here until the page is drawn the report is unfinished
     if overwrite:
-        shutil.rmtree(out.report / ".runs", ignore_errors=True)  # --overwrite means every arm runs again
-    test_x = _to_test_array(recipe, data)
+        shutil.rmtree(out.arm_cache, ignore_errors=True)  # --overwrite means every arm runs again
+    test_x = held_out_images(recipe, data)
     k = len(data.classes)
     train = EvalData(x, y, ids)
     test = EvalData(test_x, np.asarray(data.test["label"], dtype=np.int64), np.asarray(data.test["id"], dtype=np.int64))
@@ -567,7 +475,7 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
             generator, x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
             seed=recipe.seed)
 
-    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress, cache_dir=out.report / ".runs")
+    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress, cache_dir=out.arm_cache)
     generation = _generation_info(out.synthetic)
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
@@ -584,14 +492,15 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     return out.report
 
 
-def _to_test_array(recipe: Recipe, data) -> np.ndarray:
+def held_out_images(recipe: Recipe, data) -> np.ndarray:
+    """The test split as uint8 NHWC at data.image_size (memory-mapped from the decode cache)."""
     from synthaug.data import to_array
 
     return to_array(data.test, recipe.data.image_size, recipe.data.channels, cache_dir=_decode_cache(recipe))
 
 
 def _generation_info(synthetic: Path) -> dict[str, Any] | None:
-    path = synthetic / "generation.json"
+    path = RunDir(synthetic.parent).generation
     if not path.exists():
         return None
     info = json.loads(path.read_text())
@@ -610,17 +519,17 @@ def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets
     buf = io.BytesIO()
     np.savez_compressed(buf, **assets)
     atomic_write_bytes(report_dir / "assets.npz", buf.getvalue())
-    atomic_write_text(report_dir / "loss.csv", _loss_rows(Outputs(recipe.run_dir).logs))
+    atomic_write_text(report_dir / "loss.csv", loss_rows(RunDir(recipe.run_dir).logs))
     atomic_write_text(report_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    # metrics.json after the files it describes; the stage's own marker (Outputs.evaluated) comes after the page.
-    atomic_write_text(report_dir / "metrics.json", json.dumps(metrics, indent=2))
+    # metrics.json after the files it describes; the stage's own marker (RunDir.evaluated) comes after the page.
+    atomic_write_text(RunDir(recipe.run_dir).metrics, json.dumps(metrics, indent=2))
 
 
 def report(recipe: Recipe) -> Path:
     """Rebuild ``report/index.html`` from ``report/metrics.json`` and the files beside it."""
     from synthaug.report import build_report
 
-    return build_report(Outputs(recipe.run_dir).report)
+    return build_report(RunDir(recipe.run_dir).report)
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -629,7 +538,7 @@ def report(recipe: Recipe) -> Path:
 def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """train → generate → evaluate → report. With ``--resume``, finished stages are kept and an
     interrupted one continues; with ``--overwrite``, every stage starts afresh."""
-    out = Outputs(recipe.run_dir)
+    out = RunDir(recipe.run_dir)
     if not (resume or overwrite):
         existing = [p for p in (out.model, out.synthetic, out.report) if p.exists()]
         if existing:

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from synthaug import stages
+from synthaug import runs, stages
 from synthaug.cli import cli
 from synthaug.config import load_recipe
 
@@ -565,4 +565,4 @@ def test_disk_full_while_training_leaves_no_truncated_checkpoint(tmp_path: Path,
     run = target / "run"
     assert invoke("train", SMOKE, "--out", run).exit_code == 1
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
-        stages.checkpoint_step(ckpt)  # raises SynthaugError ("refused, not a safe Lightning checkpoint")
+        runs.checkpoint_step(ckpt)  # raises SynthaugError ("refused, not a safe Lightning checkpoint")

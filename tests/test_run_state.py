@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from test_bad_inputs import SMOKE, assert_one_line, copy_run, invoke, snapshot
 
-from synthaug import stages
+from synthaug import runs, stages
 from synthaug.config import load_recipe
 
 
@@ -55,7 +55,7 @@ def test_a_refused_resume_leaves_the_run_resumable(trained_run: Path, tmp_path: 
     assert refused.exit_code == 2, refused.output
     resumed = invoke("train", run, "--resume", "--set", "train.max_steps=30")
     assert resumed.exit_code == 0, resumed.output
-    assert stages.checkpoint_step(run / "checkpoints" / "last.ckpt") == 30
+    assert runs.checkpoint_step(run / "checkpoints" / "last.ckpt") == 30
 
 
 def test_generating_from_a_model_made_with_other_model_keys_is_refused(trained_run: Path, tmp_path: Path):

@@ -1,0 +1,141 @@
+"""The run directory: the one place that spells its names, and the files that carry a run between stages.
+
+Layout (DESIGN §4)::
+
+    run_dir/
+      recipe.yaml            the resolved recipe (config.save_recipe)
+      model/                 diffusers format + synthaug.json (diffusion.save_model)
+      checkpoints/last.ckpt  Lightning checkpoints (resume training)
+      logs/metrics.csv       Lightning's CSV log (the loss curve)
+      cache/                 decoded real images, memory-mapped, keyed by content (images.to_array)
+      synthetic.parts/       generation in progress: plan.json + shards (writers)
+      synthetic/             the synthetic dataset; generation.json beside its card
+      report/                metrics.json, index.html, plots; .runs/ caches arm runs; .complete marks it done
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthaug.errors import SynthaugError
+from synthaug.io import atomic_write_text
+
+MODEL, CHECKPOINTS, LOGS, CACHE, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "cache", "synthetic", "report"
+GENERATION, METRICS, LOSS_LOG = "generation.json", "metrics.json", "metrics.csv"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where each stage's outputs live below ``root`` (a recipe's ``run_dir``)."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOGS
+
+    @property
+    def loss_log(self) -> Path:
+        return self.logs / LOSS_LOG
+
+    @property
+    def decode_cache(self) -> Path:
+        return self.root / CACHE
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / SYNTHETIC
+
+    @property
+    def generation(self) -> Path:
+        """``synthetic/generation.json``: counts, speed and settings of the finished generation."""
+        return self.synthetic / GENERATION
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def metrics(self) -> Path:
+        return self.report / METRICS
+
+    @property
+    def arm_cache(self) -> Path:
+        """Finished arm runs, keyed inside by the content they read (evaluation.run_arms)."""
+        return self.report / ".runs"
+
+    @property
+    def evaluated(self) -> Path:
+        """Written last by ``evaluate``, after metrics.json and the page: its presence marks the stage done."""
+        return self.report / ".complete"
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Read a Lightning checkpoint safely (``weights_only=True``): a file that is not a checkpoint, or
+    that would need arbitrary code to unpickle, is refused, never executed."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise SynthaugError(
+            f"{path}: refused, not a safe Lightning checkpoint ({reason}); delete it and rerun with --overwrite"
+        ) from None
+    if not isinstance(ckpt, dict) or "global_step" not in ckpt or "state_dict" not in ckpt:
+        raise SynthaugError(f"{path}: not a Lightning checkpoint; delete it and rerun with --overwrite")
+    return ckpt
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was saved at (read safely, see ``read_checkpoint``)."""
+    return int(read_checkpoint(path)["global_step"])
+
+
+def read_log(path: Path, before_step: int) -> list[dict[str, str]]:
+    """Rows of a Lightning CSV log for steps before ``before_step``."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get("step") and int(row["step"]) < before_step]
+
+
+def prepend_log(path: Path, earlier: list[dict[str, str]]) -> None:
+    """Put ``earlier`` rows before the rows of ``path`` (a resumed run's log), atomically.
+
+    Lightning's ``CSVLogger`` starts ``metrics.csv`` afresh; a resumed run keeps the steps before this way.
+    """
+    later = read_log(path, before_step=2**62)
+    fields = list(dict.fromkeys(k for row in earlier + later for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(earlier + later)
+    atomic_write_text(path, buf.getvalue())
+
+
+def loss_rows(logs: Path) -> str:
+    """Lightning's CSV log → ``step,train_loss`` lines (rows without a loss are dropped)."""
+    out = io.StringIO()
+    out.write("step,train_loss\n")
+    for path in sorted(logs.rglob(LOSS_LOG)):
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("train_loss"):
+                    out.write(f"{row['step']},{row['train_loss']}\n")
+    return out.getvalue()
