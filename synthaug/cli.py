@@ -7,6 +7,7 @@ failure. ``SYNTHAUG_DEBUG=1`` shows the traceback of an unexpected failure.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import sys
@@ -90,16 +91,23 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _common(fn):
-    fn = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")(fn)
-    fn = click.option("--resume", is_flag=True, help="Finish what an interrupted command started.")(fn)
-    fn = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(fn)
-    fn = click.option("--out", type=click.Path(file_okay=False), default=None,
-                      help="Run directory (default: the recipe's output_dir).")(fn)
-    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a recipe key with a YAML value, e.g. --set train.max_steps=500.")(fn)
-    fn = click.argument("recipe_or_run_dir", type=click.Path(path_type=Path))(fn)
-    return fn
+def _recipe_command(fn):
+    """A command on RECIPE_OR_RUN_DIR with the options every command takes; it calls
+    ``fn(recipe, resume=, overwrite=, **its own options)`` with the loaded recipe (not at all for --dry-run)."""
+
+    @functools.wraps(fn)  # keeps fn's name, help text and its own click options
+    def command(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run, **options):
+        recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
+        return fn(recipe, resume=resume, overwrite=overwrite, **options)
+
+    command = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")(command)
+    command = click.option("--resume", is_flag=True, help="Finish what an interrupted command started.")(command)
+    command = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(command)
+    command = click.option("--out", type=click.Path(file_okay=False), default=None,
+                           help="Run directory (default: the recipe's output_dir).")(command)
+    command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                           help="Override a recipe key with a YAML value, e.g. --set train.max_steps=500.")(command)
+    return click.argument("recipe_or_run_dir", type=click.Path(path_type=Path))(command)
 
 
 def _load(recipe_or_run_dir: Path, overrides, out, resume: bool, overwrite: bool, dry_run: bool):
@@ -128,12 +136,11 @@ def cli():
 
 
 @cli.command()
-@_common
-def data(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+@_recipe_command
+def data(recipe, resume, overwrite):
     """Show the data a recipe would train on: classes, counts, image modes and sizes, problems."""
     from synthaug.stages import describe_data
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
     info = describe_data(recipe)
     width = max(len("class"), *(len(c) for c in info["classes"]))
     click.echo(f"source: {recipe.data.source}  ({len(info['classes'])} classes, "
@@ -148,59 +155,51 @@ def data(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
 
 
 @cli.command()
-@_common
-def train(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+@_recipe_command
+def train(recipe, resume, overwrite):
     """Train (or fine-tune) the diffusion model → RUN_DIR/model."""
     from synthaug import stages
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
-    model = stages.train(recipe, resume=resume, overwrite=overwrite)
-    click.echo(f"model: {model}")
+    click.echo(f"model: {stages.train(recipe, resume=resume, overwrite=overwrite)}")
 
 
 @cli.command()
-@_common
+@_recipe_command
 @click.option("--shard", default=None, metavar="I/N", help="Run only plan rows with position % N == I (job arrays).")
-def generate(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run, shard):
+def generate(recipe, resume, overwrite, shard):
     """Sample class-balanced synthetic images → RUN_DIR/synthetic."""
     from synthaug import stages
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
     dataset = stages.generate(recipe, resume=resume or shard is not None, overwrite=overwrite, shard=_shard(shard))
     if dataset is not None:
         click.echo(f"synthetic dataset: {recipe.run_dir / stages.SYNTHETIC} ({len(dataset)} images)")
 
 
 @cli.command()
-@_common
-def evaluate(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+@_recipe_command
+def evaluate(recipe, resume, overwrite):
     """Train downstream classifiers on every arm and compare them on the held-out test split."""
     from synthaug import stages
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
-    path = stages.evaluate(recipe, resume=resume, overwrite=overwrite)
-    _headline(path)
+    _headline(stages.evaluate(recipe, resume=resume, overwrite=overwrite))
 
 
 @cli.command()
-@_common
-def report(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+@_recipe_command
+def report(recipe, resume, overwrite):
     """Rebuild RUN_DIR/report/index.html from metrics.json."""
     from synthaug import stages
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
     click.echo(f"report: {stages.report(recipe)}")
 
 
 @cli.command()
-@_common
-def run(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run):
+@_recipe_command
+def run(recipe, resume, overwrite):
     """train → generate → evaluate → report, skipping stages whose outputs are complete (with --resume)."""
     from synthaug import stages
 
-    recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
-    path = stages.run(recipe, resume=resume, overwrite=overwrite)
-    _headline(path)
+    _headline(stages.run(recipe, resume=resume, overwrite=overwrite))
 
 
 def _headline(report_dir: Path) -> None:

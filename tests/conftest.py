@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny image folder made from sklearn's digits, and a recipe that trains in seconds."""
+"""Shared fixtures: a tiny image folder made from sklearn's digits, a recipe that trains in seconds, and the
+smoke model and its synthetic set, made once a session. Helpers tests import are in tests/helpers.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMOKE, copy_run, invoke, snapshot
 from PIL import Image
 
 # Folder names sort differently from the digits they hold, so tests can tell name order from digit order.
@@ -43,3 +46,34 @@ def tiny_recipe(tmp_path: Path) -> dict:
         "generate": {"quota": {"per_class": 3}, "steps": 4, "batch_size": 16},
         "evaluate": {"steps": 20, "seeds": [0], "judge_steps": 20, "workers": 1},
     }
+
+
+def _shared(run: Path) -> Iterator[Path]:
+    """Yield ``run`` to every test of the session; at its end, fail if one of them changed it."""
+    before = snapshot(run)
+    yield run
+    after = snapshot(run)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, (f"a test changed the shared run {run} ({', '.join(changed[:5])}); "
+                         "tests copy it with helpers.copy_run before they change anything")
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory) -> Iterator[Path]:
+    """A run directory with the smoke model, made by ``synthaug train recipes/smoke.yaml``: recipe.yaml,
+    model/, checkpoints/, logs/. Made once and shared by every module: read it, or copy it (``copy_run``)
+    and change the copy."""
+    run = tmp_path_factory.mktemp("smoke-model") / "run"
+    result = invoke("train", SMOKE, "--out", run)
+    assert result.exit_code == 0, result.output
+    yield from _shared(run)
+
+
+@pytest.fixture(scope="session")
+def smoke_synthetic(smoke_model: Path, tmp_path_factory) -> Iterator[Path]:
+    """``smoke_model`` plus its synthetic set (``synthaug generate``: 3 images per class, 10 classes), in a
+    run directory of its own. Shared like ``smoke_model``: copy it before changing anything."""
+    run = copy_run(smoke_model, tmp_path_factory.mktemp("smoke-synthetic") / "run")
+    result = invoke("generate", run)
+    assert result.exit_code == 0, result.output
+    yield from _shared(run)

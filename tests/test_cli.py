@@ -8,31 +8,15 @@ import datasets
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from helpers import SMOKE, assert_one_line, copy_run, invoke
 from PIL import Image
 
-from synthaug.cli import cli
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("run") / "smoke"
-    result = invoke("train", SMOKE, "--out", run_dir)
-    assert result.exit_code == 0, result.output
-    return run_dir
-
-
-def test_train_writes_a_diffusers_model(trained: Path):
+def test_train_writes_a_diffusers_model(smoke_model: Path):
+    """``smoke_model`` is made by ``synthaug train``."""
     import json
 
-    model = trained / "model"
+    model = smoke_model / "model"
     assert (model / "unet" / "config.json").is_file()
     assert list((model / "unet").glob("*.safetensors")), "weights must be safetensors"
     assert not list(model.rglob("*.bin")), "no pickled weights"
@@ -40,23 +24,24 @@ def test_train_writes_a_diffusers_model(trained: Path):
     meta = json.loads((model / "synthaug.json").read_text())
     assert meta["classes"] == [str(i) for i in range(10)]
     assert meta["null_class_id"] == 10 and meta["image_size"] == 8 and meta["channels"] == 1
-    saved = yaml.safe_load((trained / "recipe.yaml").read_text())
-    assert saved["output_dir"] == str(trained) and saved["train"]["max_steps"] == 20
-    assert (trained / "checkpoints" / "last.ckpt").is_file()
-    assert list((trained / "logs").rglob("metrics.csv")), "Lightning's CSV logger writes the loss"
+    saved = yaml.safe_load((smoke_model / "recipe.yaml").read_text())
+    assert saved["output_dir"] == str(smoke_model) and saved["train"]["max_steps"] == 20
+    assert (smoke_model / "checkpoints" / "last.ckpt").is_file()
+    assert list((smoke_model / "logs").rglob("metrics.csv")), "Lightning's CSV logger writes the loss"
 
 
-def test_generate_round_trip_balances_classes(trained: Path):
-    result = invoke("generate", trained, "--set", "generate.quota={balance: max}", "--set", "data.subset.imbalance=4")
+def test_generate_round_trip_balances_classes(smoke_model: Path, tmp_path: Path):
+    run = copy_run(smoke_model, tmp_path / "run")
+    result = invoke("generate", run, "--set", "generate.quota={balance: max}", "--set", "data.subset.imbalance=4")
     assert result.exit_code == 0, result.output
-    ds = datasets.load_from_disk(str(trained / "synthetic"))
+    ds = datasets.load_from_disk(str(run / "synthetic"))
     names = ds.features["label"].names
     assert names == [str(i) for i in range(10)]
     # imbalance 4 on 20 per class: real counts fall from 20 to 5; synthetic tops each class up to 20.
     from synthaug.config import load_recipe
     from synthaug.data import load_real_data
 
-    data = load_real_data(load_recipe(trained).data, 0)
+    data = load_real_data(load_recipe(run).data, 0)
     real = data.train_counts
     synth = np.bincount(ds["label"], minlength=10)
     assert real[0] == 20 and real[-1] == 5
@@ -64,10 +49,10 @@ def test_generate_round_trip_balances_classes(trained: Path):
     assert set(ds.column_names) >= {"image", "label", "seed", "index", "sampler", "steps", "guidance", "mode",
                                     "confidence", "novelty"}
     assert ds[0]["image"].size == (8, 8)
-    card = (trained / "synthetic" / "README.md").read_text()
+    card = (run / "synthetic" / "README.md").read_text()
     assert "synthetic" in card.lower() and "recipe_hash" in card
 
-    again = invoke("generate", trained)
+    again = invoke("generate", run)
     assert again.exit_code == 2
     assert "exists" in again.output and "--overwrite" in again.output
 
@@ -128,15 +113,11 @@ def _bad_cases(tmp_path: Path):
 
 def test_bad_inputs_exit_2_with_one_clear_line(tmp_path: Path):
     for name, args, expected in _bad_cases(tmp_path):
-        result = CliRunner().invoke(cli, [str(a) for a in args])
-        assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{result.output}"
-        lines = [line for line in result.output.strip().splitlines() if line]
-        assert len(lines) == 1, f"{name}: expected one line, got:\n{result.output}"
-        assert "Traceback" not in result.output
-        assert expected in lines[0], f"{name}: {lines[0]!r} does not mention {expected!r}"
+        try:
+            assert_one_line(invoke(*args), 2, expected)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
 
 
-def test_existing_output_is_refused(trained: Path):
-    result = CliRunner().invoke(cli, ["train", str(trained)])
-    assert result.exit_code == 2
-    assert "exists" in result.output and "--overwrite" in result.output
+def test_existing_output_is_refused(smoke_model: Path):
+    assert_one_line(invoke("train", smoke_model), 2, "exists", "--overwrite")

@@ -7,15 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthaug.config import (
-    RECIPE_FILE,
-    Recipe,
-    load_recipe,
-    parse_override,
-    save_recipe,
-    validate_recipe,
-)
-from synthaug.errors import SynthaugError
+from synthaug.config import RECIPE_FILE, Recipe, load_recipe, save_recipe, validate_recipe
+from synthaug.errors import SynthaugError, did_you_mean, shorten
+from synthaug.recipe_yaml import parse_override
 
 
 def write_yaml(path: Path, data) -> Path:
@@ -88,6 +82,27 @@ def test_unknown_top_level_key_from_a_file_names_the_file_and_the_closest_key(tm
     message = str(info.value)
     assert str(path) in message
     assert "dat: unknown key; did you mean data?" in message
+
+
+def test_did_you_mean_names_the_closest_choice_in_the_two_shapes_messages_use():
+    assert did_you_mean("max_stesp", ["lr", "max_steps", "max_minutes"]) == "; did you mean max_steps?"
+    assert did_you_mean("max_stesp", ["lr", "max_steps"], prefix="train.") == "; did you mean train.max_steps?"
+    # Class names are the user's own words, quoted so one with a ';' or spaces reads as one name.
+    assert did_you_mean("hot dg", ["hot dog", "cat"], quoted=True) == " (did you mean 'hot dog'?)"
+    assert did_you_mean("zzzz", ["lr", "max_steps"]) == ""
+    assert did_you_mean("anything", []) == ""
+
+
+def test_did_you_mean_cutoff_decides_how_far_a_match_may_be():
+    # Half the letters in common: close at the recipe keys' cutoff (0.5), not at difflib's (0.6).
+    assert did_you_mean("abcd", ["abxy"]) == ""
+    assert did_you_mean("abcd", ["abxy"], cutoff=0.5) == "; did you mean abxy?"
+
+
+def test_shorten_keeps_a_long_value_to_one_readable_line():
+    assert shorten("train.lr") == "'train.lr'"
+    long = shorten("n" * 1000)
+    assert len(long) == 80 and long.startswith("'nnn") and long.endswith("nnn'") and "…" in long
 
 
 @pytest.mark.parametrize(

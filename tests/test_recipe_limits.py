@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_bad_inputs import assert_one_line, invoke, snapshot
+from helpers import SMOKE, assert_one_line, invoke, snapshot
 
-from synthaug.config import MAX_YAML_ALIASES, MAX_YAML_DEPTH, YAMLTooLarge, validate_recipe, yaml_load
-
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+from synthaug.config import validate_recipe
+from synthaug.recipe_yaml import MAX_YAML_ALIASES, MAX_YAML_DEPTH, YAMLTooLarge, yaml_load
 
 
 def bomb(levels: int = 9, width: int = 10) -> str:
