@@ -14,7 +14,6 @@ files) are found by content and, by default, dropped from the test split (``data
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import math
@@ -32,7 +31,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from synthaug.config import DataConfig
-from synthaug.errors import SynthaugError
+from synthaug.errors import SynthaugError, did_you_mean
 from synthaug.io import writing
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -616,8 +615,7 @@ def _align_test(test, classes: list[str], spec: str):
     labels = np.asarray(test["label"], dtype=np.int64)
     unknown = sorted({names[v] for v in set(labels.tolist())} - set(classes))
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], classes, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        did = did_you_mean(unknown[0], classes, quoted=True)
         raise SynthaugError(f"{spec}: test classes {unknown} are not training classes{did}; rename them")
     mapping = np.asarray([classes.index(n) if n in classes else -1 for n in names], dtype=np.int64)
     return _dataset(_image_column(test), mapping[labels], classes, first_id=TEST_SOURCE_ID_OFFSET)
@@ -712,17 +710,15 @@ def build_augment(items: list[dict[str, dict | None]]):
         cls = getattr(A, name, None)
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
             names = [n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)]
-            hint = difflib.get_close_matches(name, names, n=1)
-            did = f"; did you mean {hint[0]}?" if hint else ""
-            raise SynthaugError(f"train.augment: {name!r} is not an albumentations transform{did}")
+            raise SynthaugError(f"train.augment: {name!r} is not an albumentations transform"
+                                f"{did_you_mean(name, names)}")
         import inspect
 
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
         unknown = sorted(set(params or {}) - accepted)
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], accepted, n=1)
-            did = f"; did you mean {hint[0]}?" if hint else ""
-            raise SynthaugError(f"train.augment: {name} has no parameter {unknown[0]!r}{did}")
+            raise SynthaugError(f"train.augment: {name} has no parameter {unknown[0]!r}"
+                                f"{did_you_mean(unknown[0], accepted)}")
         try:
             transforms.append(cls(**(params or {})))
         except Exception as exc:

@@ -144,7 +144,8 @@ def check_architecture(recipe: Recipe, what: str) -> None:
 
     The run's ``recipe.yaml`` is the model's provenance; nothing is written before this check.
     """
-    from synthaug.config import RECIPE_FILE, read_yaml, validate_recipe
+    from synthaug.config import RECIPE_FILE, validate_recipe
+    from synthaug.recipe_yaml import read_yaml
 
     path = recipe.run_dir / RECIPE_FILE
     if not path.is_file():

@@ -20,52 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import SMOKE, assert_one_line, copy_run, invoke, snapshot
 from PIL import Image
 
 from synthaug import runs, stages
-from synthaug.cli import cli
 from synthaug.config import load_recipe
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-
-
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="synthaug")
-
-
-def message_lines(stderr: str) -> list[str]:
-    """The lines of stderr a terminal shows, less finished progress bars (tqdm frames, redrawn with ``\\r``)."""
-    lines = []
-    for line in stderr.splitlines():
-        shown = line.split("\r")[-1].strip()
-        if shown and not ("%|" in shown and shown.endswith("]")):
-            lines.append(shown)
-    return lines
-
-
-def assert_one_line(result, code: int, *expected: str) -> str:
-    """Exit ``code``; on stderr exactly one line, the ``synthaug:`` message; no traceback anywhere."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"an exception escaped the CLI: {result.exception!r}")
-    lines = message_lines(result.stderr)
-    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    assert "Traceback" not in result.output
-    prefix = "synthaug: error: " if code in (1, 2) else "synthaug: "
-    assert lines[0].startswith(prefix), lines[0]
-    for text in expected:
-        assert text in lines[0], f"{lines[0]!r} does not mention {text!r}"
-    return lines[0]
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file below ``root``: its bytes and its modification time (ns)."""
-    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def contents(snap: dict[str, tuple[bytes, int]]) -> dict[str, bytes]:
@@ -315,19 +276,11 @@ def test_usage_errors_are_one_line_too(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(smoke_synthetic: Path, tmp_path_factory) -> Path:
     """A smoke run with every output: model, checkpoints, logs, synthetic and report."""
-    run = tmp_path_factory.mktemp("bad-inputs") / "run"
-    recipe = load_recipe(SMOKE, overrides=["evaluate.arms=[real]"], out=run)
-    stages.train(recipe, progress=False)
-    stages.generate(recipe, progress=False)
-    stages.evaluate(recipe, progress=False)
+    run = copy_run(smoke_synthetic, tmp_path_factory.mktemp("bad-inputs") / "run")
+    stages.evaluate(load_recipe(run, overrides=["evaluate.arms=[real]"]), progress=False)
     return run
-
-
-def copy_run(run: Path, dest: Path, *ignore: str) -> Path:
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
-    return dest
 
 
 def edit_meta(run: Path, change: Callable[[dict], None]) -> None:

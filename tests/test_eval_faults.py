@@ -24,15 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bad_inputs import assert_one_line, invoke
+from helpers import SMOKE, assert_one_line, invoke
 
 import synthaug.evaluation as evaluation
 from synthaug.config import EvaluateConfig
 from synthaug.evaluation import EvalData, arms_fingerprint, run_arms
 from synthaug.report import build_report
-
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-
 
 # ----------------------------------------------------------------------------------------- processes
 

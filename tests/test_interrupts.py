@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import datasets
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import SMOKE, copy_run
 from safetensors.torch import load_file
 from test_eval_faults import descendants, pool_workers, wait_until_gone
 
@@ -34,7 +34,6 @@ from synthaug import stages
 from synthaug.cli import cli
 from synthaug.config import load_recipe
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
 
 # Just enough work after the first sign of progress for the signal to land mid-work.
@@ -169,20 +168,8 @@ def test_resumed_training_keeps_the_loss_log_of_the_steps_before(tmp_path: Path,
 
 
 @pytest.fixture(scope="module")
-def model_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("model") / "run"
-    stages.train(load_recipe(SMOKE, out=run), progress=False)
-    return run
-
-
-def copy_run(run: Path, dest: Path) -> Path:
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("synthetic.parts"))
-    return dest
-
-
-@pytest.fixture(scope="module")
-def generated_uninterrupted(model_run: Path, tmp_path_factory) -> Path:
-    run = copy_run(model_run, tmp_path_factory.mktemp("generate") / "whole")
+def generated_uninterrupted(smoke_model: Path, tmp_path_factory) -> Path:
+    run = copy_run(smoke_model, tmp_path_factory.mktemp("generate") / "whole")
     stages.generate(load_recipe(run, overrides=GENERATE), progress=False)
     return run
 
@@ -193,9 +180,9 @@ def image_bytes(run: Path) -> tuple[list[bytes], list[int]]:
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_interrupted_generation_resumes_to_identical_images(sig, model_run: Path, generated_uninterrupted: Path,
+def test_interrupted_generation_resumes_to_identical_images(sig, smoke_model: Path, generated_uninterrupted: Path,
                                                            tmp_path: Path):
-    run = copy_run(model_run, tmp_path / "run")
+    run = copy_run(smoke_model, tmp_path / "run")
     parts = run / "synthetic.parts"
     args = ["generate", run, *(x for o in GENERATE for x in ("--set", o))]
     line = interrupt(tmp_path, args, lambda pid: any(parts.glob("shard-*.parquet")), sig)
@@ -216,15 +203,8 @@ def test_interrupted_generation_resumes_to_identical_images(sig, model_run: Path
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(model_run: Path, tmp_path_factory) -> Path:
-    run = copy_run(model_run, tmp_path_factory.mktemp("synthetic") / "run")
-    stages.generate(load_recipe(run), progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
-def evaluated_uninterrupted(synthetic_run: Path, tmp_path_factory) -> Path:
-    run = copy_run(synthetic_run, tmp_path_factory.mktemp("evaluate") / "whole")
+def evaluated_uninterrupted(smoke_synthetic: Path, tmp_path_factory) -> Path:
+    run = copy_run(smoke_synthetic, tmp_path_factory.mktemp("evaluate") / "whole")
     stages.evaluate(load_recipe(run), progress=False)
     return run
 
@@ -235,9 +215,9 @@ def arms(run: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, synthetic_run: Path, evaluated_uninterrupted: Path,
+def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, smoke_synthetic: Path, evaluated_uninterrupted: Path,
                                                            tmp_path: Path):
-    run = copy_run(synthetic_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     runs = run / "report" / ".runs"
     line = interrupt(tmp_path, ["evaluate", run], lambda pid: any(runs.rglob("*.json")), sig)
     assert "--resume" in line
@@ -255,8 +235,8 @@ POOLED = ["evaluate.workers=2", "evaluate.steps=100", "evaluate.seeds=[0, 1]",
 
 
 @pytest.fixture(scope="module")
-def evaluated_by_workers(synthetic_run: Path, tmp_path_factory) -> Path:
-    run = copy_run(synthetic_run, tmp_path_factory.mktemp("evaluate-pooled") / "whole")
+def evaluated_by_workers(smoke_synthetic: Path, tmp_path_factory) -> Path:
+    run = copy_run(smoke_synthetic, tmp_path_factory.mktemp("evaluate-pooled") / "whole")
     stages.evaluate(load_recipe(run, overrides=POOLED), progress=False)
     return run
 
@@ -277,9 +257,9 @@ class WorkersMidRun:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_a_signal_to_the_main_process_alone_stops_every_worker(sig, synthetic_run: Path, evaluated_by_workers: Path,
+def test_a_signal_to_the_main_process_alone_stops_every_worker(sig, smoke_synthetic: Path, evaluated_by_workers: Path,
                                                                tmp_path: Path):
-    run = copy_run(synthetic_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     runs = run / "report" / ".runs"
     mid_run = WorkersMidRun(runs)
     line = interrupt(tmp_path, ["evaluate", run, *(x for o in POOLED for x in ("--set", o))], mid_run, sig)
@@ -296,9 +276,9 @@ def test_a_signal_to_the_main_process_alone_stops_every_worker(sig, synthetic_ru
 
 
 @pytest.mark.slow
-def test_workers_end_on_their_own_when_the_main_process_is_killed(synthetic_run: Path, evaluated_by_workers: Path,
+def test_workers_end_on_their_own_when_the_main_process_is_killed(smoke_synthetic: Path, evaluated_by_workers: Path,
                                                                   tmp_path: Path):
-    run = copy_run(synthetic_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     runs = run / "report" / ".runs"
     mid_run = WorkersMidRun(runs)
     with synthaug_process(tmp_path, ["evaluate", run, *(x for o in POOLED for x in ("--set", o))], mid_run) as proc:

@@ -12,22 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMOKE, assert_one_line, copy_run, invoke, snapshot
 from PIL import Image
-from test_bad_inputs import SMOKE, assert_one_line, copy_run, invoke, snapshot
 
-from synthaug import runs, stages
-from synthaug.config import load_recipe
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A smoke run with a model, its checkpoints and a synthetic set; no report."""
-    run = tmp_path_factory.mktemp("run-state") / "run"
-    recipe = load_recipe(SMOKE, overrides=["evaluate.arms=[real]"], out=run)
-    stages.train(recipe, progress=False)
-    stages.generate(recipe, progress=False)
-    return run
-
+from synthaug import runs
 
 CHANGED_KEYS = {
     "model.sample_size=4": "model.sample_size changed from 8 to 4",
@@ -39,18 +27,18 @@ CHANGED_KEYS = {
 
 
 @pytest.mark.parametrize("change", list(CHANGED_KEYS))
-def test_resuming_after_a_model_key_changed_is_refused_and_changes_nothing(change: str, trained_run: Path,
+def test_resuming_after_a_model_key_changed_is_refused_and_changes_nothing(change: str, smoke_synthetic: Path,
                                                                            tmp_path: Path):
-    run = copy_run(trained_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     before = snapshot(run)
     result = invoke("train", run, "--resume", "--set", "train.max_steps=30", "--set", change)
     assert_one_line(result, 2, CHANGED_KEYS[change], "--overwrite")
     assert snapshot(run) == before, "a refused resume changed the run directory (recipe.yaml included)"
 
 
-def test_a_refused_resume_leaves_the_run_resumable(trained_run: Path, tmp_path: Path):
+def test_a_refused_resume_leaves_the_run_resumable(smoke_synthetic: Path, tmp_path: Path):
     """Probe 8: the refused architecture used to be saved into recipe.yaml, so a later plain resume failed too."""
-    run = copy_run(trained_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     refused = invoke("train", run, "--resume", "--set", "train.max_steps=30", "--set", "model.block_out_channels=[8, 8]")
     assert refused.exit_code == 2, refused.output
     resumed = invoke("train", run, "--resume", "--set", "train.max_steps=30")
@@ -58,38 +46,38 @@ def test_a_refused_resume_leaves_the_run_resumable(trained_run: Path, tmp_path: 
     assert runs.checkpoint_step(run / "checkpoints" / "last.ckpt") == 30
 
 
-def test_generating_from_a_model_made_with_other_model_keys_is_refused(trained_run: Path, tmp_path: Path):
-    run = copy_run(trained_run, tmp_path / "run")
+def test_generating_from_a_model_made_with_other_model_keys_is_refused(smoke_synthetic: Path, tmp_path: Path):
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     before = snapshot(run)
     assert_one_line(invoke("generate", run, "--overwrite", "--set", "model.sample_size=4"), 2,
                     "model.sample_size changed from 8 to 4")
     assert snapshot(run) == before
 
 
-def test_a_checkpoint_that_does_not_fit_the_recipe_is_refused_without_a_recipe_to_compare(trained_run: Path,
+def test_a_checkpoint_that_does_not_fit_the_recipe_is_refused_without_a_recipe_to_compare(smoke_synthetic: Path,
                                                                                        tmp_path: Path):
     """Without the run's recipe.yaml (a run copied by hand), the checkpoint's own shapes are compared."""
-    run = copy_run(trained_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     (run / "recipe.yaml").unlink()
     result = invoke("train", SMOKE, "--out", run, "--resume", "--set", "train.max_steps=30",
                     "--set", "model.block_out_channels=[8, 8]")
     assert_one_line(result, 2, "the checkpoint does not fit the model the recipe builds", "--overwrite")
 
 
-def test_an_evaluation_interrupted_while_the_report_is_drawn_is_not_finished(trained_run: Path, tmp_path: Path,
+def test_an_evaluation_interrupted_while_the_report_is_drawn_is_not_finished(smoke_synthetic: Path, tmp_path: Path,
                                                                              monkeypatch):
     """Probe 2: metrics.json was taken as proof of a finished evaluation; --resume then printed a page path
     that did not exist. Only the marker written after the page counts."""
     import synthaug.report
 
-    run = copy_run(trained_run, tmp_path / "run")
+    run = copy_run(smoke_synthetic, tmp_path / "run")
     draw = synthaug.report.build_report
 
     def interrupted(report_dir):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(synthaug.report, "build_report", interrupted)
-    assert invoke("evaluate", run).exit_code == 130
+    assert invoke("evaluate", run, "--set", "evaluate.arms=[real]").exit_code == 130
     assert (run / "report" / "metrics.json").exists() and not (run / "report" / "index.html").exists()
     monkeypatch.setattr(synthaug.report, "build_report", draw)
     resumed = invoke("evaluate", run, "--resume")

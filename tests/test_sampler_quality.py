@@ -7,17 +7,15 @@ a few points of 250 DDPM steps on the same labels and per-image seeds.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import SMOKE
 from sklearn.linear_model import LogisticRegression
 
 from synthaug import stages
 from synthaug.config import load_recipe
 from synthaug.sampling import Generator, derive_seed
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 PER_CLASS = 20
 POINTS = 0.05  # "within a few points": 5 points of judge accuracy, one image in 20 per class
 

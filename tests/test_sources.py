@@ -14,8 +14,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from helpers import SMOKE, assert_one_line, invoke
 from PIL import Image
-from test_bad_inputs import assert_one_line, invoke
 
 from synthaug import data as data_module
 from synthaug.config import DataConfig
@@ -30,7 +30,6 @@ from synthaug.data import (
 )
 from synthaug.errors import SynthaugError
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 CLASSES = ("cat", "dog", "eel")
 
 
