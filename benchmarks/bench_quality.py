@@ -72,7 +72,9 @@ def evaluate_arms(recipe, arms: list[str]) -> dict:
     import numpy as np
 
     from synthaug import stages
-    from synthaug.evaluation import EvalData, quality_metrics, run_arms, train_judge
+    from synthaug.classifiers import train_judge
+    from synthaug.evaluation import EvalData, run_arms
+    from synthaug.quality import quality_metrics
 
     x, y, ids, data = stages.real_arrays(recipe)
     test_x = stages.held_out_images(recipe, data)

@@ -185,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
+    from synthaug.classifiers import predict, train_judge
     from synthaug.config import load_recipe
-    from synthaug.evaluation import EvalData, predict, train_judge
+    from synthaug.evaluation import EvalData
     from synthaug.sampling import Generator, bf16_supported
     from synthaug.stages import real_arrays
 

@@ -36,8 +36,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from synthaug import runs, stages
+    from synthaug.classifiers import predict, train_judge
     from synthaug.config import load_recipe
-    from synthaug.evaluation import EvalData, predict, train_judge
+    from synthaug.evaluation import EvalData
     from synthaug.sampling import Generator, derive_seed
 
     load_before = load_average()

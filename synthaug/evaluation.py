@@ -1,65 +1,37 @@
-"""Does the synthetic data help? Downstream classifiers per arm, their test metrics, and sample quality.
+"""Does the synthetic data help? Downstream classifiers per arm and their test metrics.
 
 An *arm* is one way of composing a classifier's training data from the real training split (and the
 synthetic images): ``real``, ``classic`` (real + augmentation), ``oversample``, ``smote``, ``synthetic``,
-``real+synthetic``, ... Every arm trains the same classifier for exactly ``cfg.steps`` optimizer steps
-(more data is not more compute), on the same seeds, and is scored once on the held-out test split.
+``real+synthetic``, ... Every arm trains the same classifier (``classifiers.fit_classifier``) for exactly
+``cfg.steps`` optimizer steps (more data is not more compute), on the same seeds, and is scored once on the
+held-out test split. Finished runs are cached by the content they read; with ``evaluate.workers > 1`` they
+run in a pool of worker processes (``workers.run_pool``).
 
 Invariant (DESIGN §8): the test split never reaches any training. Model selection uses a validation
 slice carved from the real training data only; test images are used for the final metrics alone.
 
-Images everywhere are ``uint8`` arrays of shape ``(N, H, W, C)`` with ``C`` = 1 or 3; the classifiers
-see them as float ``(N, C, H, W)`` in [-1, 1].
+Images everywhere are ``uint8`` arrays of shape ``(N, H, W, C)`` with ``C`` = 1 or 3.
 """
 
 from __future__ import annotations
 
-import copy
-import ctypes
 import hashlib
 import json
-import logging
-import multiprocessing
-import multiprocessing.connection
-import os
-import shutil
-import signal
-import sys
-import tempfile
-import threading
-import time
-import warnings
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_f1_score,
-    multiclass_recall,
-)
 from tqdm import tqdm
 
+from synthaug.classifiers import classification_metrics, fit_classifier, one_thread, predict, run_seeds
 from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import EnvironmentFailure, SynthaugError
-from synthaug.io import atomic_write_text, writing
+from synthaug.io import atomic_write_text
+from synthaug.workers import WorkerDied, exit_if_reimported_in_worker, run_pool
 
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)
 BASELINE_ARMS = tuple(arm for arm in ARMS if "synthetic" not in arm)
 VALIDATION_FRACTION = 0.1
-EVALUATIONS_PER_RUN = 10  # validation checks per training run, for early selection
-PREDICT_BATCH = 512
-
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -221,326 +193,6 @@ def arm_training_set(
     raise AssertionError(f"arm {arm!r} has no composition")  # ARMS and this function disagree
 
 
-def classic_augmentation(seed: int, flips: bool) -> A.Compose:
-    """Affine jitter (shift ±10%, scale 0.9–1.1, rotate ±10°), plus horizontal flips only if ``flips``.
-
-    The Compose owns its random state (seeded), so the augmented stream is the same on every run.
-    """
-    transforms = [A.Affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-10, 10), p=1.0)]
-    if flips:
-        transforms.append(A.HorizontalFlip(p=0.5))
-    return A.Compose(transforms, seed=seed)
-
-
-def to_model_input(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, C) array → float (N, C, H, W) tensor in [-1, 1]."""
-    x = torch.as_tensor(x)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-class _ImageDataset(Dataset):
-    def __init__(self, data: EvalData, augment: A.Compose | None = None):
-        self.data, self.augment = data, augment
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
-        image = self.data.x[i]
-        if self.augment is not None:
-            image = self.augment(image=image)["image"]
-        weight = 1.0 if self.data.weight is None else float(self.data.weight[i])
-        return to_model_input(image[None])[0], int(self.data.y[i]), weight
-
-
-class EndlessShuffle(Sampler[int]):
-    """Indices of a fresh seeded permutation after another, forever: the step budget, not the data
-    size, ends training. No ``__len__``, so Lightning treats the loader as infinite."""
-
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> Iterator[int]:
-        while True:
-            yield from torch.randperm(self.n, generator=self.generator).tolist()
-
-
-# ---------------------------------------------------------------------------------------- classifiers
-
-
-class ResidualBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus a (projected) shortcut, then ReLU (He et al. 2016)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class ResidualCNN(nn.Module):
-    """A 3x3 stem, stages of residual blocks (each stage after the first halves the resolution),
-    global average pooling and a linear head.
-
-    ``features`` gives the pooled penultimate features (N, num_features); ``forward`` the logits (N, K).
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...], blocks_per_stage: int):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
-        )
-        blocks, width = [], widths[0]
-        for i, out in enumerate(widths):
-            for j in range(blocks_per_stage):
-                blocks.append(ResidualBlock(width, out, stride=2 if (i > 0 and j == 0) else 1))
-                width = out
-        self.blocks = nn.Sequential(*blocks)
-        self.num_features = width
-        self.head = nn.Linear(width, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class SmallCNN(ResidualCNN):
-    """Three stages of one residual block (16, 32, 64 channels): ~6 MFLOP per 16 px image, so an arm's
-    few hundred steps take seconds on one CPU thread. Use ``resnet18`` for 32 px+ RGB images."""
-
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__(in_channels, num_classes, widths=(16, 32, 64), blocks_per_stage=1)
-
-
-class ResNet18(ResidualCNN):
-    """ResNet-18 (He et al. 2016) with the CIFAR stem (3x3 conv, no max-pool), for 32 px+ RGB images."""
-
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__(in_channels, num_classes, widths=(64, 128, 256, 512), blocks_per_stage=2)
-
-
-BACKBONES = {"cnn": SmallCNN, "resnet18": ResNet18}
-
-
-class LitClassifier(pl.LightningModule):
-    """An image classifier (``SmallCNN`` or ``ResNet18``) trained with AdamW and a one-cycle schedule.
-
-    Input (N, C, H, W) float in [-1, 1]; output logits (N, num_classes).
-    """
-
-    def __init__(
-        self, in_channels: int, num_classes: int, arch: str = "cnn", lr: float = 2e-3, max_steps: int = 2000
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = BACKBONES[arch](in_channels, num_classes)
-        self.images_seen = 0  # counted, not inferred, so tests can check every arm got the same compute
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
-
-    def _shared_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, weight = batch
-        logits = self(x)
-        # A weighted mean: rows with weight w count w times as much as a real row (w = 1 everywhere: plain CE).
-        weight = weight.to(logits.dtype)
-        loss = (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
-        self.log(
-            f"{stage}_loss", loss, on_step=stage == "train", on_epoch=stage != "train", batch_size=len(y)
-        )
-        return loss, logits
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch, "train")
-        self.images_seen += len(batch[1])
-        return loss
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "val")
-        self._val_outputs.append((logits.argmax(dim=1), batch[1]))
-
-    def on_validation_epoch_end(self) -> None:
-        preds = torch.cat([p for p, _ in self._val_outputs])
-        target = torch.cat([t for _, t in self._val_outputs])
-        self._val_outputs.clear()
-        f1 = multiclass_f1_score(preds, target, self.hparams.num_classes, average="macro")
-        self.log("val_macro_f1", f1)
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=5e-4)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=self.hparams.max_steps
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-class KeepBestWeights(pl.Callback):
-    """Remember the weights with the best validation macro-F1 (ties: the lower validation loss)."""
-
-    def __init__(self) -> None:
-        self.best_score: tuple[float, float] | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_step: int | None = None
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        score = (float(metrics["val_macro_f1"]), -float(metrics["val_loss"]))
-        if self.best_score is None or score > self.best_score:
-            self.best_score = score
-            self.best_state = copy.deepcopy(pl_module.state_dict())
-            self.best_step = trainer.global_step
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit banners and hints that do not apply here (loading is in-process on
-    purpose: one seeded stream; the judge has no validation slice), and restore torch's
-    deterministic-algorithms flag, which ``Trainer(deterministic=True)`` sets process-wide."""
-    logger = logging.getLogger("pytorch_lightning")
-    level, deterministic = logger.level, torch.are_deterministic_algorithms_enabled()
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning internals vs new torch
-            yield
-    finally:
-        logger.setLevel(level)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Train on one torch thread: float sums depend on the thread count, so one thread gives the same
-    model in-process, in a pool worker and on any machine; parallelism comes from processes instead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def run_seeds(seed: int) -> dict[str, int]:
-    """Independent child seeds for each random source of a run (validation split, weight init, batch
-    order, augmentation), all derived from the run's seed: same seed, same run."""
-    names = ("split", "init", "order", "augment")
-    return dict(zip(names, np.random.SeedSequence(seed).generate_state(len(names)).tolist(), strict=True))
-
-
-@dataclass
-class FitResult:
-    model: LitClassifier
-    steps: int  # optimizer steps actually taken (trainer.global_step)
-    images_seen: int
-    best_step: int | None  # step of the kept weights; None = the final weights (no validation slice)
-
-
-def fit_classifier(
-    data: EvalData,
-    val: EvalData | None,
-    num_classes: int,
-    cfg: EvaluateConfig,
-    *,
-    steps: int,
-    seed: int,
-    classic: bool,
-) -> FitResult:
-    """Train a fresh classifier for exactly ``steps`` optimizer steps on ``data``.
-
-    Batches are drawn by ``EndlessShuffle`` so data size never limits the steps. With a non-empty
-    ``val``, the model is checked every ``steps / 10`` steps and the best weights are kept.
-    """
-    seeds = run_seeds(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seeds["init"])
-        model = LitClassifier(data.x.shape[-1], num_classes, cfg.classifier, cfg.lr, steps)
-    augment = classic_augmentation(seeds["augment"], cfg.flips) if classic else None
-    train_loader = DataLoader(
-        _ImageDataset(data, augment),
-        batch_size=cfg.batch_size,
-        sampler=EndlessShuffle(len(data), seeds["order"]),
-    )
-    has_val = val is not None and len(val) > 0
-    val_loader = DataLoader(_ImageDataset(val), batch_size=PREDICT_BATCH) if has_val else None
-    keep_best = KeepBestWeights()
-    with _quiet_lightning():
-        trainer = pl.Trainer(
-            max_steps=steps,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            callbacks=[keep_best],
-            val_check_interval=max(1, steps // EVALUATIONS_PER_RUN) if has_val else None,
-            check_val_every_n_epoch=None,
-            limit_val_batches=1.0 if has_val else 0,
-            num_sanity_val_steps=0,
-            use_distributed_sampler=False,
-        )
-        trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    if keep_best.best_state is not None:
-        model.load_state_dict(keep_best.best_state)
-    model.eval()
-    return FitResult(model, trainer.global_step, model.images_seen, keep_best.best_step)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Class predictions (N,) for uint8 images (N, H, W, C)."""
-    model.eval()
-    preds = [
-        model(to_model_input(x[i : i + PREDICT_BATCH])).argmax(dim=1) for i in range(0, len(x), PREDICT_BATCH)
-    ]
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-
-
-# -------------------------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(preds: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
-    """Accuracy (micro), macro-F1, balanced accuracy (= macro recall) and per-class F1.
-
-    Args:
-        preds, target: int class ids, shape (N,).
-
-    Macro averages use torchmetrics' convention: a class absent from both ``preds`` and ``target``
-    is left out of the average (test splits hold every class, so this does not arise there).
-    """
-    p = torch.as_tensor(np.asarray(preds), dtype=torch.int64)
-    t = torch.as_tensor(np.asarray(target), dtype=torch.int64)
-    return {
-        "accuracy": float(multiclass_accuracy(p, t, num_classes, average="micro")),
-        "macro_f1": float(multiclass_f1_score(p, t, num_classes, average="macro")),
-        "balanced_accuracy": float(multiclass_recall(p, t, num_classes, average="macro")),
-        "per_class_f1": multiclass_f1_score(p, t, num_classes, average="none").tolist(),
-    }
-
-
 @dataclass
 class ArmRun:
     """One arm trained at one seed: its test metrics and what it was trained on."""
@@ -587,7 +239,7 @@ def run_arm(
     """Train one arm at one seed and score it on the test split.
 
     The validation slice comes from ``train`` (real rows) with a split that depends on the seed only,
-    so every arm at a seed is selected on the same slice. Trains on one torch thread (``_one_thread``).
+    so every arm at a seed is selected on the same slice. Trains on one torch thread (``one_thread``).
     """
     leaked = np.intersect1d(train.ids, test.ids)
     if len(leaked):
@@ -597,7 +249,7 @@ def run_arm(
     fit_idx, val_idx = validation_split(train.y, run_seeds(seed)["split"])
     real_fit, val = train.take(fit_idx), train.take(val_idx)
     data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight)
-    with _one_thread():
+    with one_thread():
         fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic)
         metrics = classification_metrics(predict(fit.model, test.x), test.y, num_classes)
     return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids)
@@ -658,228 +310,33 @@ def _cached(path: Path | None, job: tuple[str, int]) -> ArmRun | None:
     return run if (run.arm, run.seed) == job else None
 
 
-# -------------------------------------------------------------------------------------- the worker pool
+# ------------------------------------------------------------------------------------ arms in workers
 
-REIMPORT_EXIT = 86  # a worker that finds itself re-running its parent's script exits with this code
-STOP_GRACE_SECONDS = 3.0  # a worker still alive this long after SIGTERM gets SIGKILL
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PARTS = ("train", "test", "synthetic")
-_SPILL_PREFIX = ".arm-inputs-"  # then the pid of the evaluation that spilled
 _FIELDS = ("x", "y", "ids", "weight")
 _WORKER_INPUTS: tuple | None = None
 
 
-def exit_if_reimported_in_worker() -> None:
-    """End this process quietly if it is a spawned worker that is re-running its parent's main script.
-
-    A spawned process imports the parent's ``__main__`` before it runs its task; in a script without
-    ``if __name__ == "__main__":`` that import starts synthaug again in every worker: repeated work,
-    writes into the same run directory, then nested workers that multiprocessing refuses. Such a worker
-    exits with ``REIMPORT_EXIT`` and no traceback; the pool's parent reports one line naming the fix.
-    Entry points call this before doing anything.
-    """
-    # multiprocessing marks a process while it imports its parent's main module (its own
-    # _check_not_importing_main reads the same mark).
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise SystemExit(REIMPORT_EXIT)
+def _as_arrays(parts: tuple[EvalData | None, ...]) -> dict[str, np.ndarray]:
+    """train, test, synthetic → ``{"train.x": ..., "train.y": ..., ...}``, what the workers map."""
+    return {f"{name}.{field}": getattr(data, field)
+            for name, data in zip(_PARTS, parts) if data is not None
+            for field in _FIELDS if getattr(data, field) is not None}
 
 
-def _watch_parent(parent_pid: int) -> None:
-    parent = multiprocessing.parent_process()
-    # The parent's sentinel closes when it ends, on any platform; the pid check also catches a parent
-    # whose forked children still hold the sentinel open.
-    while os.getppid() == parent_pid and (parent is None or parent.is_alive()):
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _die_with_parent(parent_pid: int, *, prctl: bool = True) -> None:
-    """End this worker when its parent ends, however it ends (SIGKILL included): the kernel sends
-    SIGKILL on Linux (``PR_SET_PDEATHSIG``); a thread that watches the parent does it anywhere."""
-    if prctl and sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the watching thread still ends the worker
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="synthaug-watch-parent", daemon=True).start()
-
-
-def _end_on_sigterm(signum, frame) -> None:
-    # Lightning's SIGTERM handler only notes the signal and trains on; it calls the handler it found
-    # too, so this one still ends the worker, as SIGTERM's default action would.
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _spill(folder: Path, parts: tuple[EvalData | None, ...]) -> None:
-    """Write the arrays of ``parts`` (train, test, synthetic) to ``folder`` as .npy files for the workers.
-
-    Not pickled into the workers' start: the parent writes that pickle into a pipe it also holds open,
-    so a worker that died while starting (a script without a main guard) left it blocked forever once
-    the data outgrew the pipe. Memory-mapped, the files are also one copy in memory for all workers.
-    """
-    with writing(folder):
-        for name, data in zip(_PARTS, parts):
-            for field in _FIELDS if data is not None else ():
-                if getattr(data, field) is not None:
-                    np.save(folder / f"{name}.{field}.npy", getattr(data, field))
-
-
-def _unspill(folder: Path) -> list[EvalData | None]:
-    def load(name: str) -> EvalData | None:
-        files = {field: folder / f"{name}.{field}.npy" for field in _FIELDS}
-        if not files["x"].exists():
-            return None
-        # Copy-on-write: shared pages, and writable arrays (torch warns about read-only ones).
-        arrays = {field: np.load(path, mmap_mode="c") if path.exists() else None for field, path in files.items()}
-        return EvalData(**arrays)
-
-    return [load(name) for name in _PARTS]
-
-
-def _remove_orphaned_spills(scratch: Path) -> None:
-    """Remove the spill folders of evaluations whose process is gone (SIGKILLed before its cleanup)."""
-    if os.name != "posix":
-        return  # os.kill(pid, 0) would end the process on Windows
-    for folder in scratch.glob(f"{_SPILL_PREFIX}*-*"):
-        try:
-            os.kill(int(folder.name[len(_SPILL_PREFIX):].split("-")[0]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except (ValueError, OSError):
-            continue  # not ours, or a live process of another user
-
-
-@contextmanager
-def _spilled(parts: tuple[EvalData | None, ...], scratch: Path | None) -> Iterator[Path]:
-    """The arrays of ``parts`` in a temporary folder below ``scratch`` (default: the system's), removed
-    after use (``_spill``)."""
-    with writing(Path(scratch or tempfile.gettempdir())):
-        if scratch is not None:
-            Path(scratch).mkdir(parents=True, exist_ok=True)
-            _remove_orphaned_spills(Path(scratch))
-        folder = Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=scratch))
-    try:
-        _spill(folder, parts)
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _init_worker(parent_pid: int, folder: str, num_classes: int, cfg: EvaluateConfig) -> None:
-    """Pool initializer. The worker ends with its parent; ignores SIGINT, which a terminal's Ctrl-C
-    sends to the whole process group (the parent stops the workers, and no worker prints a traceback);
-    ends at once on SIGTERM; trains on one thread (two 1-thread processes out-run one 2-thread one,
-    FINDINGS.md); and maps the data once per worker rather than receiving it once per task."""
+def _load_worker_inputs(arrays: dict[str, np.ndarray], num_classes: int, cfg: EvaluateConfig) -> None:
+    """A worker's setup (``workers.run_pool``): the inputs of every arm run it will be given."""
     global _WORKER_INPUTS
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the parent started it
-    signal.signal(signal.SIGTERM, _end_on_sigterm)
-    torch.set_num_threads(1)
-    _WORKER_INPUTS = (*_unspill(Path(folder)), num_classes, cfg)
+    parts = [EvalData(**{field: arrays.get(f"{name}.{field}") for field in _FIELDS})
+             if f"{name}.x" in arrays else None for name in _PARTS]
+    _WORKER_INPUTS = (*parts, num_classes, cfg)
 
 
 def _run_in_worker(arm: str, seed: int) -> ArmRun:
-    train, test, synthetic, num_classes, cfg = _WORKER_INPUTS
-    return run_arm(arm, seed, train, test, synthetic, num_classes, cfg)
+    return run_arm(arm, seed, *_WORKER_INPUTS)
 
 
-@contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Hold SIGINT while workers start: they inherit the block (as the stdlib's resource tracker does),
-    so a Ctrl-C while they import cannot print their tracebacks; this process takes it right after."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _stop_workers(processes: list) -> None:
-    """SIGTERM every live worker, SIGKILL any still alive after ``STOP_GRACE_SECONDS``, and reap them.
-    A second Ctrl-C while waiting skips the grace, not the kill."""
-    alive = [p for p in processes if p.exitcode is None]
-    for p in alive:
-        p.terminate()
-    try:
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for p in alive:
-            p.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        for p in alive:
-            if p.exitcode is None:
-                p.kill()
-                p.join(1.0)
-
-
-class _WorkerDied(Exception):
-    """Workers of the pool ended on their own, with these ``exit_codes`` (None: unknown)."""
-
-    def __init__(self, exit_codes: list[int | None]):
-        super().__init__(exit_codes)
-        self.exit_codes = exit_codes
-
-    def describe(self) -> str:
-        codes = [c for c in self.exit_codes if c is not None]
-        if REIMPORT_EXIT in codes:
-            return ("an evaluation worker process re-ran the script that started it (spawned workers import "
-                    "the main script): put the script's code under `if __name__ == \"__main__\":`, "
-                    "or set evaluate.workers=1")
-        # SIGTERM: the pool stopping the other workers once one had died.
-        own = [c for c in codes if c != -signal.SIGTERM] or codes
-        if not own:  # it died before the pool knew it (a broken pipe while sending it the data)
-            return ("an evaluation worker process ended while starting (if synthaug runs from a script, the "
-                    "script needs `if __name__ == \"__main__\":`)")
-        if own[0] >= 0:
-            return f"an evaluation worker process ended unexpectedly with exit code {own[0]}"
-        try:
-            name = signal.Signals(-own[0]).name
-        except ValueError:
-            name = f"signal {-own[0]}"
-        oom = (" (often the out-of-memory killer: set evaluate.workers=1 or free memory)"
-               if name == "SIGKILL" else "")
-        return f"an evaluation worker process was killed by {name}{oom}"
-
-
-def _run_pool(todo: list[tuple[str, int]], inputs: tuple, workers: int, finished,
-              scratch: Path | None = None) -> None:
-    """Run ``todo`` on ``workers`` spawned one-thread processes, calling ``finished(job, run)`` as runs end.
-
-    ``inputs``: (train, test, synthetic, num_classes, cfg); the arrays reach the workers as files in a
-    temporary folder below ``scratch`` (``_spill``). However it ends (all done, a failed run, a dead
-    worker, Ctrl-C, SIGTERM), no worker outlives it and every run that finished has been passed to
-    ``finished``. A worker that died raises ``_WorkerDied``.
-    """
-    *parts, num_classes, cfg = inputs
-    with _spilled(tuple(parts), scratch) as folder:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(os.getpid(), str(folder), num_classes, cfg))
-        futures: dict = {}
-        try:
-            with _sigint_blocked():  # submit starts the workers
-                for job in todo:
-                    futures[pool.submit(_run_in_worker, *job)] = job
-            for future in as_completed(futures):
-                finished(futures.pop(future), future.result())
-        except BaseException as exc:
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            # Which ended on their own, by their sentinels: the pool's thread may be reaping them right now.
-            ended = [p for p in processes if multiprocessing.connection.wait([p.sentinel], timeout=0)]
-            _stop_workers(processes)
-            pool.shutdown(wait=True, cancel_futures=True)
-            exit_codes = [p.exitcode for p in ended]  # final once the pool's thread has joined them all
-            for future, job in futures.items():  # runs that ended while the loop was elsewhere are kept too
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    finished(job, future.result())
-            if isinstance(exc, (BrokenProcessPool, BrokenPipeError)):
-                raise _WorkerDied(exit_codes) from None
-            raise
-        pool.shutdown()
+# ------------------------------------------------------------------------------------ every arm, seed
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -919,8 +376,8 @@ def run_arms(
     retraining the runs it finished, and changed data or settings are never answered from the cache.
 
     Runs are independent: with ``cfg.workers > 1`` they go to a pool of spawned one-thread processes
-    (``_run_pool``: no worker outlives the call; a worker that dies raises ``EnvironmentFailure``, with
-    the finished runs kept), else they run in this process. Results do not depend on completion order.
+    (``workers.run_pool``: no worker outlives the call; a worker that dies raises ``EnvironmentFailure``,
+    with the finished runs kept), else they run in this process. Results do not depend on completion order.
 
     Returns:
         ``{arm: {"accuracy": {"mean", "std"}, "macro_f1": {...}, "balanced_accuracy": {...},
@@ -951,8 +408,9 @@ def run_arms(
                 finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg))
         else:
             try:
-                _run_pool(todo, (train, test, synthetic, num_classes, cfg), workers, finished, scratch=cache_dir)
-            except _WorkerDied as died:
+                run_pool(_run_in_worker, todo, workers, finished, arrays=_as_arrays((train, test, synthetic)),
+                         setup=_load_worker_inputs, setup_args=(num_classes, cfg), scratch=cache_dir)
+            except WorkerDied as died:
                 kept = (f"; {len(done)} of {len(jobs)} arm runs finished and are kept in {cache_dir}, "
                         "rerun with --resume to continue") if paths else ""
                 raise EnvironmentFailure(died.describe() + kept) from None
@@ -987,169 +445,3 @@ def compute_lift(arms: dict) -> dict:
             mean(best_baseline, "macro_f1") if best_baseline else None,
         ),
     }
-
-
-# -------------------------------------------------------------------------------------------- quality
-
-
-def train_judge(train: EvalData, num_classes: int, cfg: EvaluateConfig, seed: int) -> torch.nn.Module:
-    """A classifier trained on all real training images (classic augmentation, ``cfg.judge_steps``
-    steps, final weights) that judges the synthetic images. Returns a ``LitClassifier`` in eval mode.
-
-    One torch thread, like the arms: the same judge whatever the machine's core count.
-    """
-    with _one_thread():
-        return fit_classifier(
-            train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True
-        ).model
-
-
-class JudgeFeatures(nn.Module):
-    """uint8 (N, C, H, W) images → the judge's penultimate features (N, num_features), float32.
-
-    The ``feature=`` module for torchmetrics' FID: FID in the judge's feature space, nothing downloaded.
-    """
-
-    def __init__(self, judge: LitClassifier):
-        super().__init__()
-        self.judge = judge
-        self.num_features = judge.net.num_features
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.judge.eval()
-        return self.judge.features(images.float() / 127.5 - 1.0)
-
-
-def _features(extractor: JudgeFeatures, x: np.ndarray) -> torch.Tensor:
-    nchw = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-    return torch.cat([extractor(nchw[i : i + PREDICT_BATCH]) for i in range(0, len(x), PREDICT_BATCH)])
-
-
-def _fid(extractor: JudgeFeatures, real: np.ndarray, fake: np.ndarray) -> float | None:
-    """Fréchet distance (Heusel et al. 2017) between real and synthetic judge features."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    if len(real) < 2 or len(fake) < 2:
-        return None
-    fid = FrechetInceptionDistance(feature=extractor, normalize=False)
-    for images, is_real in ((real, True), (fake, False)):
-        nchw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        for i in range(0, len(nchw), PREDICT_BATCH):
-            fid.update(nchw[i : i + PREDICT_BATCH], real=is_real)
-    return float(fid.compute())
-
-
-def _kth_neighbour_radius(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance from each point (N, D) to its k-th nearest other point in the same set, shape (N,)."""
-    radii = []
-    for i in range(0, len(points), PREDICT_BATCH):
-        d = torch.cdist(points[i : i + PREDICT_BATCH], points)
-        radii.append(d.kthvalue(k + 1, dim=1).values)  # +1: the point itself is at distance 0
-    return torch.cat(radii)
-
-
-def _coverage(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
-    """Share of queries (M, D) inside at least one ball (centres (N, D), radii (N,))."""
-    inside = []
-    for i in range(0, len(queries), PREDICT_BATCH):
-        d = torch.cdist(queries[i : i + PREDICT_BATCH], centres)
-        inside.append((d <= radii[None]).any(dim=1))
-    return float(torch.cat(inside).float().mean())
-
-
-def manifold_precision_recall(
-    real: torch.Tensor, fake: torch.Tensor, k: int = 3
-) -> tuple[float | None, float | None]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) from features (N, D) and (M, D).
-
-    Each set's manifold is the union of balls around its points with radius = distance to the k-th
-    nearest neighbour. Precision: share of fake points inside the real manifold; recall: share of
-    real points inside the fake manifold. ``k`` shrinks for tiny sets; None with < 2 points.
-    """
-    if len(real) < 2 or len(fake) < 2:
-        return None, None
-    precision = _coverage(fake, real, _kth_neighbour_radius(real, min(k, len(real) - 1)))
-    recall = _coverage(real, fake, _kth_neighbour_radius(fake, min(k, len(fake) - 1)))
-    return precision, recall
-
-
-def nearest_neighbour_ratio(synthetic: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Memorization ratio test in pixel space (after Carlini et al. 2023, "Extracting training data
-    from diffusion models": a generation is a copy when it is much closer to one training image
-    than to the rest).
-
-    Args:
-        synthetic: uint8 (M, H, W, C); train: uint8 (N, H, W, C) with at least 2 distinct images.
-
-    Returns:
-        ratio (M,): L2 distance to the nearest training image divided by the distance to the second
-        nearest *distinct* training image (exact duplicates in ``train`` are merged first, else a copy
-        of a duplicated image would have ratio 0/0); 0 for an exact copy.
-        nearest (M,): index into ``train`` of the nearest image.
-    """
-    flat_train = train.reshape(len(train), -1)
-    _, first = np.unique(flat_train, axis=0, return_index=True)
-    first = np.sort(first)
-    if len(first) < 2:
-        raise SynthaugError("the memorization test needs at least 2 distinct training images")
-    refs = torch.from_numpy(flat_train[first].astype(np.float32))
-    queries = torch.from_numpy(synthetic.reshape(len(synthetic), -1).astype(np.float32))
-    ratios, nearest = [], []
-    for i in range(0, len(queries), PREDICT_BATCH):
-        # Direct differences, not the matrix-product shortcut, so an exact copy is at distance 0.
-        d = torch.cdist(queries[i : i + PREDICT_BATCH], refs, compute_mode="donot_use_mm_for_euclid_dist")
-        two = d.topk(2, dim=1, largest=False)
-        ratios.append(two.values[:, 0] / two.values[:, 1])
-        nearest.append(two.indices[:, 0])
-    ratio = torch.cat(ratios).numpy() if ratios else np.zeros(0, dtype=np.float32)
-    index = first[torch.cat(nearest).numpy()] if nearest else np.zeros(0, dtype=np.int64)
-    return ratio, index
-
-
-def quality_metrics(
-    judge, train: EvalData, synthetic: EvalData, threshold: float, *, k: int = 3
-) -> tuple[dict, dict]:
-    """Sample quality of the synthetic images, judged against the real training images.
-
-    Returns:
-        quality: ``judge_accuracy`` (share of synthetic images the judge gives their own label),
-        ``per_class_judge_accuracy`` (list, None for a class without synthetic images), ``fid_judge``
-        (FID in judge features), ``precision``/``recall`` (k-NN manifolds in judge features),
-        ``memorization_rate`` (share with nearest/second-nearest ratio < ``threshold``).
-        pairs: the 8 synthetic images closest to copying: ``{"synthetic": uint8 (P, H, W, C),
-        "train": uint8 (P, H, W, C) their nearest training images, "ratio": float (P,)}``, smallest first.
-    """
-    if train.x.shape[1:] != synthetic.x.shape[1:]:
-        raise SynthaugError(
-            f"synthetic images are {synthetic.x.shape[1:]} but training images are {train.x.shape[1:]}"
-        )
-    with _one_thread():
-        return _quality_metrics(judge, train, synthetic, threshold, k)
-
-
-def _quality_metrics(
-    judge, train: EvalData, synthetic: EvalData, threshold: float, k: int
-) -> tuple[dict, dict]:
-    num_classes = judge.hparams.num_classes
-    correct = predict(judge, synthetic.x) == synthetic.y
-    per_class = [
-        float(correct[synthetic.y == c].mean()) if (synthetic.y == c).any() else None
-        for c in range(num_classes)
-    ]
-    extractor = JudgeFeatures(judge)
-    precision, recall = manifold_precision_recall(
-        _features(extractor, train.x), _features(extractor, synthetic.x), k
-    )
-    ratio, nearest = nearest_neighbour_ratio(synthetic.x, train.x)
-    closest = np.argsort(ratio, kind="stable")[:8]
-    quality = {
-        "judge_accuracy": float(correct.mean()) if len(correct) else None,
-        "fid_judge": _fid(extractor, train.x, synthetic.x),
-        "precision": precision,
-        "recall": recall,
-        "memorization_rate": float((ratio < threshold).mean()) if len(ratio) else None,
-        "per_class_judge_accuracy": per_class,
-    }
-    pairs = {"synthetic": synthetic.x[closest], "train": train.x[nearest[closest]], "ratio": ratio[closest]}
-    return quality, pairs

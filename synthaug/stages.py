@@ -194,7 +194,7 @@ def build_module(recipe: Recipe, classes: list[str]):
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
-    from synthaug.evaluation import exit_if_reimported_in_worker
+    from synthaug.workers import exit_if_reimported_in_worker
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
     import pytorch_lightning as pl
@@ -302,9 +302,9 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     or None when this process ran one shard of several and others remain."""
     import datasets
 
-    from synthaug.evaluation import exit_if_reimported_in_worker
     from synthaug.generation import filter_samples, run_plan, variation_sources
     from synthaug.sampling import Generator, bf16_supported, build_plan, plan_quotas
+    from synthaug.workers import exit_if_reimported_in_worker
     from synthaug.writers import (
         PARTS,
         dataset_card,
@@ -427,10 +427,12 @@ def _examples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8
 
 def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
-    from synthaug.evaluation import exit_if_reimported_in_worker
+    from synthaug.workers import exit_if_reimported_in_worker
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
-    from synthaug.evaluation import EvalData, compute_lift, quality_metrics, run_arms, train_judge
+    from synthaug.classifiers import train_judge
+    from synthaug.evaluation import EvalData, compute_lift, run_arms
+    from synthaug.quality import quality_metrics
     from synthaug.report import build_report
     from synthaug.sampling import Generator, diffusion_strips
 
@@ -516,12 +518,13 @@ def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets
     import yaml
 
     from synthaug.io import atomic_write_bytes
+    from synthaug.report import ASSETS, LOSS, RECIPE
 
     buf = io.BytesIO()
     np.savez_compressed(buf, **assets)
-    atomic_write_bytes(report_dir / "assets.npz", buf.getvalue())
-    atomic_write_text(report_dir / "loss.csv", loss_rows(RunDir(recipe.run_dir).logs))
-    atomic_write_text(report_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_bytes(report_dir / ASSETS, buf.getvalue())
+    atomic_write_text(report_dir / LOSS, loss_rows(RunDir(recipe.run_dir).logs))
+    atomic_write_text(report_dir / RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     # metrics.json after the files it describes; the stage's own marker (RunDir.evaluated) comes after the page.
     atomic_write_text(RunDir(recipe.run_dir).metrics, json.dumps(metrics, indent=2))
 

@@ -27,6 +27,7 @@ import pytest
 from helpers import SMOKE, assert_one_line, invoke
 
 import synthaug.evaluation as evaluation
+import synthaug.workers as workers
 from synthaug.config import EvaluateConfig
 from synthaug.evaluation import EvalData, arms_fingerprint, run_arms
 from synthaug.report import build_report
@@ -224,7 +225,7 @@ def test_a_script_without_a_main_guard_fails_with_the_fix_instead_of_waiting(tmp
 
 
 def _worker_watching_its_parent(parent_pid: int, pids) -> None:
-    evaluation._die_with_parent(parent_pid, prctl=False)  # the portable watch alone
+    workers._die_with_parent(parent_pid, prctl=False)  # the portable watch alone
     pids.put(os.getpid())
     time.sleep(120)
 

@@ -1,4 +1,7 @@
-"""Downstream evaluation: arm composition, equal compute, no test leak, metrics, memorization, lift."""
+"""Downstream evaluation: arm composition, equal compute, no test leak, mean and std over seeds, lift.
+
+The classifiers themselves are tested in test_classifiers.py, sample quality in test_quality.py (on the
+``digits`` fixture of this file)."""
 
 from __future__ import annotations
 
@@ -8,16 +11,7 @@ from sklearn.datasets import load_digits
 
 from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import SynthaugError
-from synthaug.evaluation import (
-    EvalData,
-    arm_training_set,
-    classification_metrics,
-    compute_lift,
-    quality_metrics,
-    run_arm,
-    run_arms,
-    train_judge,
-)
+from synthaug.evaluation import EvalData, arm_training_set, compute_lift, run_arm, run_arms
 
 NUM_CLASSES = 10
 TRAIN_COUNTS = [24, 16, 12, 8, 6, 5, 4, 3, 2, 1]  # long tail; the last class has a single image
@@ -100,23 +94,6 @@ def test_synthetic_rows_can_weigh_less_in_the_loss():
     assert (data.take(np.flatnonzero(from_synthetic)).weights == 0.25).all()
     # Arms without synthetic rows are unweighted whatever the setting.
     assert arm_training_set("oversample", real, synthetic, seed=0, synthetic_weight=0.25)[0].weight is None
-
-
-def test_the_classifier_loss_is_the_weighted_mean():
-    import torch
-    import torch.nn.functional as F
-
-    from synthaug.evaluation import LitClassifier
-
-    model = LitClassifier(1, 3)
-    x = torch.randn(4, 1, 8, 8)
-    y = torch.tensor([0, 1, 2, 1])
-    logits = model(x)
-    ce = F.cross_entropy(logits, y, reduction="none")
-    weighted, _ = model._shared_step((x, y, torch.tensor([1.0, 1.0, 0.5, 0.0])), "train")
-    assert torch.allclose(weighted, (ce[0] + ce[1] + 0.5 * ce[2]) / 2.5, atol=1e-6)
-    plain, _ = model._shared_step((x, y, torch.ones(4)), "train")
-    assert torch.allclose(plain, ce.mean(), atol=1e-6)
 
 
 def test_oversampled_rows_are_copies_of_real_rows():
@@ -214,22 +191,7 @@ def test_run_arms_reports_mean_and_std_over_seeds(digits, every_arm):
     assert seed0["macro_f1"] == every_arm["real"].metrics["macro_f1"]  # same run in or out of run_arms
 
 
-# -------------------------------------------------------------------------------------------- metrics
-
-
-def test_classification_metrics_match_a_hand_computed_confusion_matrix():
-    #            predicted 0  1  2
-    # true 0:              4  1  1
-    # true 1:              1  1  0
-    # true 2:              0  0  2
-    target = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
-    preds = np.array([0, 0, 0, 0, 1, 2, 1, 0, 2, 2])
-    metrics = classification_metrics(preds, target, num_classes=3)
-    f1 = [2 * 4 / (2 * 4 + 1 + 2), 2 * 1 / (2 * 1 + 1 + 1), 2 * 2 / (2 * 2 + 1 + 0)]  # 2TP / (2TP + FP + FN)
-    assert metrics["accuracy"] == pytest.approx(7 / 10)
-    assert metrics["per_class_f1"] == pytest.approx(f1)
-    assert metrics["macro_f1"] == pytest.approx(sum(f1) / 3)
-    assert metrics["balanced_accuracy"] == pytest.approx((4 / 6 + 1 / 2 + 2 / 2) / 3)
+# ----------------------------------------------------------------------------------------------- lift
 
 
 def _arm(macro_f1: float, accuracy: float) -> dict:
@@ -262,30 +224,6 @@ def test_compute_lift_with_missing_arms_gives_none():
         "vs_best_baseline_macro_f1": None,
     }
     assert all(value is None for value in compute_lift({}).values())
-
-
-# -------------------------------------------------------------------------------------------- quality
-
-
-def test_memorization_flags_copies_and_passes_fresh_images(digits):
-    train, fresh = digits["train"], digits["fresh"]
-    # A duplicated training image: its copy must still be flagged (distance 0 to the nearest).
-    train = EvalData.concat(train, train.take(np.array([3])))
-    copies = train.take(np.array([0, 3]))
-    synthetic = EvalData.concat(copies, fresh)
-    judge = train_judge(train, NUM_CLASSES, _cfg(), seed=0)
-    quality, pairs = quality_metrics(judge, train, synthetic, threshold=1 / 3)
-
-    assert quality["memorization_rate"] == pytest.approx(2 / len(synthetic))
-    assert pairs["ratio"][:2].tolist() == [0.0, 0.0]
-    assert pairs["ratio"][2] >= 1 / 3  # the closest fresh digit is not a copy
-    assert np.array_equal(pairs["synthetic"][:2], pairs["train"][:2])
-    assert len(pairs["ratio"]) == len(pairs["synthetic"]) == len(pairs["train"]) == 8
-
-    for key in ("judge_accuracy", "precision", "recall"):
-        assert 0.0 <= quality[key] <= 1.0, key
-    assert np.isfinite(quality["fid_judge"]) and quality["fid_judge"] >= 0
-    assert len(quality["per_class_judge_accuracy"]) == NUM_CLASSES
 
 
 @pytest.mark.slow
