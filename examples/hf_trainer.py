@@ -18,7 +18,8 @@ from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClass
 
 from synthaug import mix
 from synthaug.config import load_recipe
-from synthaug.data import convert_mode, load_real_data, resize_crop
+from synthaug.data import load_real_data
+from synthaug.images import convert_mode, resize_crop
 
 
 class WeightedTrainer(Trainer):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from synthaug.config import QuotaConfig
 from synthaug.errors import SynthaugError
 from synthaug.sampling import build_plan, derive_seed, plan_quotas
+from synthaug.seeds import step_seed
 
 FAST = settings(max_examples=150, deadline=None)
 
@@ -105,3 +106,21 @@ def test_derive_seed_is_a_pure_63_bit_function(seed, label, index):
     value = derive_seed(seed, label, index)
     assert value == derive_seed(seed, label, index)
     assert 0 <= value < 2**63
+
+
+@FAST
+@given(st.integers(min_value=0, max_value=2**40), st.integers(min_value=0, max_value=10**7),
+       st.integers(min_value=0, max_value=1023), st.integers(min_value=0, max_value=7))
+def test_step_seed_is_a_pure_63_bit_function_of_every_field(seed, step, rank, stream):
+    value = step_seed(seed, step, rank, stream)
+    assert value == step_seed(seed, step, rank, stream)
+    assert 0 <= value < 2**63
+    neighbours = {step_seed(seed + 1, step, rank, stream), step_seed(seed, step + 1, rank, stream),
+                  step_seed(seed, step, rank + 1, stream), step_seed(seed, step, rank, stream + 1)}
+    assert value not in neighbours and len(neighbours) == 4, "a field that does not change the seed"
+
+
+def test_step_seed_known_values():
+    """A resumed run re-derives every batch from these seeds: they must not change between versions."""
+    assert step_seed(0, 0, 0, 0) == 7896617691693857887
+    assert step_seed(7, 3, 1, 2) == 8711250018134922203

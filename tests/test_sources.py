@@ -1,6 +1,6 @@
-"""Data sources beyond the built-in digits: separate test sources of every kind, duplicates between the
-splits found by their pixels, integer CSV labels, ``hf:`` folders that are never written into, names
-that are not UTF-8, links back to the dataset folder, EXIF orientation, and the memory-mapped decode cache.
+"""Sources: builtin, imagefolder, CSV and ``hf:`` loaders, separate test sources of every kind, duplicates
+between the splits found by their pixels, integer CSV labels, ``hf:`` folders that are never written into,
+names that are not UTF-8, and links back to the dataset folder.
 """
 
 from __future__ import annotations
@@ -17,20 +17,15 @@ import pytest
 from helpers import SMOKE, assert_one_line, invoke
 from PIL import Image
 
-from synthaug import data as data_module
+from synthaug import images as images_module
 from synthaug.config import DataConfig
-from synthaug.data import (
-    MAX_CLASSES,
-    TEST_SOURCE_ID_OFFSET,
-    content_hashes,
-    load_real_data,
-    load_source,
-    open_image,
-    to_array,
-)
+from synthaug.data import TEST_SOURCE_ID_OFFSET, load_real_data
 from synthaug.errors import SynthaugError
+from synthaug.images import to_array
+from synthaug.sources import MAX_CLASSES, load_source
 
 CLASSES = ("cat", "dog", "eel")
+IMAGES_PER_CLASS = 6  # what the digits_png_folder fixture writes per class
 
 
 def picture(seed: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> Image.Image:
@@ -75,6 +70,252 @@ def hf_source(root: Path, per_class: int, first_seed: int, classes=CLASSES) -> P
 
 def files_below(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def count_open_image(monkeypatch) -> list[int]:
+    opened: list[int] = []
+    real = images_module.open_image
+
+    def counting(cell, row=0):
+        opened.append(row)
+        return real(cell, row)
+
+    monkeypatch.setattr(images_module, "open_image", counting)
+    return opened
+
+
+def grey(value: int, size=(8, 8)) -> Image.Image:
+    return Image.fromarray(np.full(size[::-1], value, dtype=np.uint8), mode="L")
+
+
+# --------------------------------------------------------------------------------------------- builtin
+
+
+def test_builtin_digits():
+    from sklearn.datasets import load_digits
+
+    ds, report = load_source("builtin:digits")
+    assert len(ds) == 1797
+    label = ds.features["label"]
+    assert isinstance(label, datasets.ClassLabel)
+    assert label.names == [str(i) for i in range(10)]
+    assert ds["id"][:] == list(range(1797))
+    assert report.ignored_files == 0
+    digits = load_digits()
+    assert list(ds["label"][:]) == digits.target.tolist()
+    # The pixels survive the PNG round trip (0..16 scaled to 0..255).
+    arr = to_array(ds.select(range(5)), image_size=8, channels=1)
+    assert arr.shape == (5, 8, 8, 1) and arr.dtype == np.uint8
+    expected = np.rint(digits.images[:5] * (255.0 / 16.0)).astype(np.uint8)
+    assert np.array_equal(arr[..., 0], expected)
+
+
+def test_unknown_builtin_is_an_error():
+    with pytest.raises(SynthaugError, match="builtin:digits"):
+        load_source("builtin:mnist")
+
+
+def test_unknown_scheme_is_an_error():
+    with pytest.raises(SynthaugError, match="unknown source scheme 's3'"):
+        load_source("s3:bucket")
+
+
+# --------------------------------------------------------------------------------------------- imagefolder
+
+
+def test_imagefolder_labels_come_from_folder_names(digits_png_folder):
+    ds, report = load_source(f"imagefolder:{digits_png_folder}")
+    names = ds.features["label"].names
+    assert names == ["one", "two", "zero"]  # sorted folder names
+    assert len(ds) == 3 * IMAGES_PER_CLASS
+    assert report.ignored_files == 0
+    assert ds["id"][:] == list(range(len(ds)))
+    for cell, label in zip(ds["image"], ds["label"], strict=True):
+        assert Path(cell["path"]).parent.name == names[label]
+
+
+def test_imagefolder_ignores_and_counts_non_images(digits_png_folder):
+    (digits_png_folder / "zero" / "notes.txt").write_text("not an image")
+    (digits_png_folder / "one" / "labels.json").write_text("{}")
+    (digits_png_folder / "two" / ".DS_Store").write_bytes(b"\0\0")  # hidden: skipped silently
+    (digits_png_folder / "README.md").write_text("top-level files are not classes")
+    ds, report = load_source(f"imagefolder:{digits_png_folder}")
+    assert len(ds) == 3 * IMAGES_PER_CLASS
+    assert ds.features["label"].names == ["one", "two", "zero"]
+    assert report.ignored_files == 2
+    assert all(Path(c["path"]).suffix == ".png" for c in ds["image"])
+
+
+def test_imagefolder_empty_class_folder_is_an_error_naming_it(digits_png_folder):
+    (digits_png_folder / "three").mkdir()
+    (digits_png_folder / "three" / "readme.txt").write_text("no images here")
+    with pytest.raises(SynthaugError, match="'three' has no images"):
+        load_source(f"imagefolder:{digits_png_folder}")
+
+
+def test_imagefolder_missing_folder(tmp_path):
+    with pytest.raises(SynthaugError, match="no such folder"):
+        load_source(f"imagefolder:{tmp_path / 'nope'}")
+
+
+def test_imagefolder_without_class_folders(tmp_path):
+    grey(10).save(tmp_path / "a.png")
+    with pytest.raises(SynthaugError, match="no class sub-folders"):
+        load_source(f"imagefolder:{tmp_path}")
+
+
+def test_imagefolder_corrupt_image_named_when_decoded(digits_png_folder):
+    bad = digits_png_folder / "two" / "99-bad.png"
+    bad.write_bytes(b"this is not a png at all")
+    ds, _ = load_source(f"imagefolder:{digits_png_folder}")  # lazy: loading does not decode
+    with pytest.raises(SynthaugError) as info:
+        to_array(ds, image_size=8, channels=1)
+    assert str(bad) in str(info.value)
+    assert "not a readable image" in str(info.value)
+
+
+def test_imagefolder_empty_image_file_is_named(digits_png_folder):
+    empty = digits_png_folder / "one" / "empty.png"
+    empty.write_bytes(b"")
+    ds, _ = load_source(f"imagefolder:{digits_png_folder}")
+    with pytest.raises(SynthaugError, match="empty file") as info:
+        to_array(ds, image_size=8, channels=1)
+    assert str(empty) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------- csv
+
+
+def make_csv_images(root: Path, values: list[int]) -> list[str]:
+    (root / "imgs").mkdir(parents=True)
+    rel = []
+    for i, v in enumerate(values):
+        grey(v).save(root / "imgs" / f"{i}.png")
+        rel.append(f"imgs/{i}.png")
+    return rel
+
+
+def test_csv_label_names_and_paths_relative_to_the_csv(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    rel = make_csv_images(data, [0, 50, 100, 150])
+    (data / "labels.csv").write_text(
+        "image,label\n"
+        + "".join(f"{p},{c}\n" for p, c in zip(rel, ["dog", "cat", "dog", "cat"], strict=True))
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative to the CSV, not to the working directory
+    ds, _ = load_source(f"csv:{data / 'labels.csv'}")
+    assert ds.features["label"].names == ["cat", "dog"]
+    assert list(ds["label"][:]) == [1, 0, 1, 0]
+    arr = to_array(ds, image_size=8, channels=1)
+    assert arr[:, 0, 0, 0].tolist() == [0, 50, 100, 150]
+
+
+def test_csv_label_ids(tmp_path):
+    rel = make_csv_images(tmp_path, [0, 1, 2, 3])
+    (tmp_path / "l.csv").write_text(
+        "image,label\n" + "".join(f"{p},{c}\n" for p, c in zip(rel, [2, 0, 1, 2], strict=True))
+    )
+    ds, _ = load_source(f"csv:{tmp_path / 'l.csv'}")
+    assert ds.features["label"].names == ["0", "1", "2"]
+    assert list(ds["label"][:]) == [2, 0, 1, 2]
+
+
+def test_csv_custom_columns(tmp_path):
+    rel = make_csv_images(tmp_path, [0, 1])
+    (tmp_path / "l.csv").write_text(
+        "file,cls\n" + "".join(f"{p},{c}\n" for p, c in zip(rel, ["a", "b"], strict=True))
+    )
+    ds, _ = load_source(f"csv:{tmp_path / 'l.csv'}", image_column="file", label_column="cls")
+    assert ds.features["label"].names == ["a", "b"]
+    assert ds.column_names == ["image", "label", "id"]
+
+
+def test_csv_without_label_column_names_the_column(tmp_path):
+    rel = make_csv_images(tmp_path, [0, 1])
+    (tmp_path / "l.csv").write_text("image,klass\n" + "".join(f"{p},a\n" for p in rel))
+    with pytest.raises(SynthaugError) as info:
+        load_source(f"csv:{tmp_path / 'l.csv'}")
+    message = str(info.value)
+    assert "no 'label' column" in message
+    assert "klass" in message and "data.label_column" in message
+
+
+def test_csv_rows_with_nan_are_an_error_naming_the_lines(tmp_path):
+    rel = make_csv_images(tmp_path, [0, 1, 2])
+    (tmp_path / "l.csv").write_text(f"image,label\n{rel[0]},a\n{rel[1]},\n{rel[2]},b\n")
+    with pytest.raises(SynthaugError, match=r"line\(s\) 3\b"):
+        load_source(f"csv:{tmp_path / 'l.csv'}")
+
+
+def test_csv_missing_image_file(tmp_path):
+    (tmp_path / "l.csv").write_text("image,label\nimgs/gone.png,a\n")
+    with pytest.raises(SynthaugError, match="'imgs/gone.png' not found"):
+        load_source(f"csv:{tmp_path / 'l.csv'}")
+
+
+def test_csv_missing_file(tmp_path):
+    with pytest.raises(SynthaugError, match="no such file"):
+        load_source(f"csv:{tmp_path / 'nope.csv'}")
+
+
+# --------------------------------------------------------------------------------------------- hf
+
+
+@pytest.fixture
+def saved_hf_dataset(tmp_path) -> Path:
+    """A saved dataset with an ``img`` column, a ClassLabel ``cl`` and a plain string ``kind``."""
+    values = [0, 40, 80, 120, 160, 200]
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "kind": datasets.Value("string"),
+            "cl": datasets.ClassLabel(names=["zebra", "yak", "ant"]),  # deliberately not sorted
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"img": [grey(v) for v in values], "kind": ["b", "a", "b", "a", "c", "c"], "cl": [1, 0, 1, 0, 2, 2]},
+        features=features,
+    )
+    path = tmp_path / "hfds"
+    ds.save_to_disk(str(path))
+    return path
+
+
+def test_hf_classlabel_column_keeps_its_names_and_order(saved_hf_dataset):
+    ds, _ = load_source(f"hf:{saved_hf_dataset}", image_column="img", label_column="cl")
+    assert ds.features["label"].names == ["zebra", "yak", "ant"]
+    assert list(ds["label"][:]) == [1, 0, 1, 0, 2, 2]
+    assert ds.column_names == ["image", "label", "id"]
+    assert ds["id"][:] == list(range(6))
+    assert to_array(ds, 8, 1)[:, 0, 0, 0].tolist() == [0, 40, 80, 120, 160, 200]
+
+
+def test_hf_string_label_column(saved_hf_dataset):
+    ds, _ = load_source(f"hf:{saved_hf_dataset}", image_column="img", label_column="kind")
+    assert ds.features["label"].names == ["a", "b", "c"]
+    assert list(ds["label"][:]) == [1, 0, 1, 0, 2, 2]
+
+
+def test_hf_default_column_names(tmp_path):
+    ds = datasets.Dataset.from_dict(
+        {"image": [grey(1), grey(2)], "label": [1, 0]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=["p", "q"])}
+        ),
+    )
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp_path / "dd"))
+    loaded, _ = load_source(f"hf:{tmp_path / 'dd'}")
+    assert len(loaded) == 2  # the train split of a DatasetDict
+    assert loaded.features["label"].names == ["p", "q"]
+    assert list(loaded["label"][:]) == [1, 0]
+
+
+def test_hf_missing_column_lists_the_columns(saved_hf_dataset):
+    with pytest.raises(SynthaugError) as info:
+        load_source(f"hf:{saved_hf_dataset}", image_column="img", label_column="label")
+    assert "no 'label' column" in str(info.value) and "kind" in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------- separate test sources
@@ -363,17 +604,6 @@ def test_a_link_to_another_folder_is_still_a_class(tmp_path: Path):
     assert ds.features["label"].names == [*CLASSES, "fox"] and len(ds) == 8 and not report.notes
 
 
-def test_exif_orientation_is_applied(tmp_path: Path):
-    img = picture(3, size=(8, 4))  # 8 wide, 4 high
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to view"
-    img.save(tmp_path / "phone.png", exif=exif)
-    assert Image.open(tmp_path / "phone.png").getexif()[0x0112] == 6
-    with open_image({"bytes": None, "path": str(tmp_path / "phone.png")}) as upright:
-        assert upright.size == (4, 8)
-        assert np.array_equal(np.asarray(upright), np.asarray(img.transpose(Image.Transpose.ROTATE_270)))
-
-
 def test_a_test_source_without_a_training_class_is_noted(tmp_path: Path):
     train = folder(tmp_path / "train", 3, 0)
     test = folder(tmp_path / "test", 2, 50, classes=("cat", "eel"))
@@ -394,104 +624,3 @@ def test_synthaug_data_prints_the_notes(shared_test_folder):
                  "warning: class 'eel' has no test images",
                  "skipped 'loop', a link to the dataset folder"):
         assert note in result.output
-
-
-# --------------------------------------------------------------------------------------------- decode cache
-
-
-def count_open_image(monkeypatch) -> list[int]:
-    opened: list[int] = []
-    real = data_module.open_image
-
-    def counting(cell, row=0):
-        opened.append(row)
-        return real(cell, row)
-
-    monkeypatch.setattr(data_module, "open_image", counting)
-    return opened
-
-
-def test_the_decode_cache_equals_the_in_memory_array_and_is_reused(tmp_path: Path, monkeypatch):
-    root = folder(tmp_path / "imgs", 4, 0)
-    ds, _ = load_source(f"imagefolder:{root}")
-    in_memory = to_array(ds, 6, 3)
-    opened = count_open_image(monkeypatch)
-    cached = to_array(ds, 6, 3, cache_dir=tmp_path / "cache")
-    assert isinstance(cached, np.memmap) and np.array_equal(cached, in_memory)
-    assert len(opened) == 12
-    again = to_array(ds, 6, 3, cache_dir=tmp_path / "cache")
-    assert len(opened) == 12, "the second call decoded images"
-    assert np.array_equal(again, in_memory)
-    cache_file, = (tmp_path / "cache").iterdir()
-    written = cache_file.read_bytes()
-    again[0] = 0  # callers may write into their array; the cache stays as decoded
-    assert cache_file.read_bytes() == written
-    to_array(ds, 5, 3, cache_dir=tmp_path / "cache")  # another size is another array
-    assert len(opened) == 24 and len(list((tmp_path / "cache").iterdir())) == 2
-
-
-def test_a_changed_image_invalidates_the_decode_cache(tmp_path: Path):
-    root = folder(tmp_path / "imgs", 2, 0)
-    ds, _ = load_source(f"imagefolder:{root}")
-    before = to_array(ds, 8, 1, cache_dir=tmp_path / "cache")
-    changed = root / "dog" / "1.png"
-    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(changed)
-    os.utime(changed, ns=(1, 1))  # not even a newer mtime: the size and mtime differ from what was cached
-    after = to_array(ds, 8, 1, cache_dir=tmp_path / "cache")
-    assert (after[3] == 7).all() and not (before[3] == 7).all()
-    assert np.array_equal(after[:3], before[:3])
-
-
-@pytest.mark.parametrize("failure", ["corrupt image", "Ctrl-C"])
-def test_an_interrupted_decode_leaves_no_cache(failure: str, tmp_path: Path, monkeypatch):
-    root = folder(tmp_path / "imgs", 4, 0)
-    if failure == "corrupt image":
-        (root / "dog" / "2.png").write_bytes(b"not a png")
-        expected = SynthaugError
-    else:
-        opened = count_open_image(monkeypatch)
-        real = data_module.open_image
-
-        def interrupted(cell, row=0):
-            if len(opened) == 6:
-                raise KeyboardInterrupt
-            return real(cell, row)
-
-        monkeypatch.setattr(data_module, "open_image", interrupted)
-        expected = KeyboardInterrupt
-    ds, _ = load_source(f"imagefolder:{root}")
-    with pytest.raises(expected):
-        to_array(ds, 8, 1, cache_dir=tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
-
-
-def test_decoding_into_the_cache_keeps_memory_flat(tmp_path: Path):
-    """1,500 images of 64×64×3 are 18 MB decoded; written row by row, the decode holds one at a time."""
-    cells = [{"bytes": None, "path": str(tmp_path / "one.png")}] * 1500
-    picture(0, mode="RGB").save(tmp_path / "one.png")
-    ds = datasets.Dataset.from_dict({"image": cells}, features=datasets.Features({"image": datasets.Image(decode=False)}))
-    for cache_dir in (None, tmp_path / "cache"):
-        tracemalloc.start()
-        try:
-            arr = to_array(ds, 64, 3, cache_dir=cache_dir)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        if cache_dir is None:
-            assert peak > 18 * 10**6  # what the cache avoids: the whole array in memory
-            in_memory = arr
-        else:
-            assert peak < 4 * 2**20, f"decoding into the cache allocated {peak / 2**20:.1f} MB at its peak"
-            assert np.array_equal(arr, in_memory)
-
-
-def test_duplicate_digests_are_cached_with_the_arrays(tmp_path: Path, monkeypatch):
-    root = folder(tmp_path / "imgs", 4, 0)
-    cfg = DataConfig(source=f"imagefolder:{root}")
-    first = load_real_data(cfg, seed=0, cache_dir=tmp_path / "cache")
-    opened = count_open_image(monkeypatch)
-    again = load_real_data(cfg, seed=0, cache_dir=tmp_path / "cache")
-    assert not opened, "the second load decoded images to check duplicates"
-    assert again.duplicates_train_test == first.duplicates_train_test == 0
-    ds, _ = load_source(f"imagefolder:{root}")
-    assert np.array_equal(content_hashes(ds, 1), content_hashes(ds, 1, tmp_path / "cache"))
