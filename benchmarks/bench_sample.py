@@ -51,7 +51,8 @@ FP32_TARGET, FAST_TARGET, JUDGE_POINTS = 1.0, 2.0, 1.0
 def plain_sample(unet, training_config, labels: list[int], *, steps: int, guidance: float, null_class: int,
                  batch_size: int, seed: int = 0) -> np.ndarray:
     """The plain diffusers loop: guidance as two forward passes per step → uint8 (N, H, W, C)."""
-    from synthaug.sampling import make_scheduler, to_uint8
+    from synthaug.images import to_uint8
+    from synthaug.sampling import make_scheduler
 
     cfg = unet.config
     out = []
