@@ -39,7 +39,8 @@ def main() -> None:
     from synthaug.classifiers import predict, train_judge
     from synthaug.config import load_recipe
     from synthaug.evaluation import EvalData
-    from synthaug.sampling import Generator, derive_seed
+    from synthaug.sampling import Generator
+    from synthaug.seeds import derive_seed
 
     load_before = load_average()
     recipe = load_recipe(args.run)

@@ -33,6 +33,8 @@ from torchmetrics.functional.classification import (
 )
 
 from synthaug.config import EvaluateConfig
+from synthaug.images import to_model_input
+from synthaug.seeds import run_seeds
 
 if TYPE_CHECKING:  # evaluation.py builds on this module; EvalData is only named here, never built
     from synthaug.evaluation import EvalData
@@ -53,12 +55,6 @@ def classic_augmentation(seed: int, flips: bool) -> A.Compose:
     if flips:
         transforms.append(A.HorizontalFlip(p=0.5))
     return A.Compose(transforms, seed=seed)
-
-
-def to_model_input(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, C) array → float (N, C, H, W) tensor in [-1, 1]."""
-    x = torch.as_tensor(x)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 class _ImageDataset(Dataset):
@@ -263,13 +259,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def run_seeds(seed: int) -> dict[str, int]:
-    """Independent child seeds for each random source of a run (validation split, weight init, batch
-    order, augmentation), all derived from the run's seed: same seed, same run."""
-    names = ("split", "init", "order", "augment")
-    return dict(zip(names, np.random.SeedSequence(seed).generate_state(len(names)).tolist(), strict=True))
 
 
 @dataclass

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from synthaug.classifiers import classification_metrics, fit_classifier, one_thread, predict, run_seeds
+from synthaug.classifiers import classification_metrics, fit_classifier, one_thread, predict
 from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import EnvironmentFailure, SynthaugError
 from synthaug.io import atomic_write_text
+from synthaug.seeds import run_seeds
 from synthaug.workers import WorkerDied, exit_if_reimported_in_worker, run_pool
 
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)

@@ -19,6 +19,7 @@ from torch import nn
 from synthaug.classifiers import PREDICT_BATCH, LitClassifier, one_thread, predict
 from synthaug.errors import SynthaugError
 from synthaug.evaluation import EvalData
+from synthaug.images import to_model_input
 
 
 class JudgeFeatures(nn.Module):
@@ -35,7 +36,7 @@ class JudgeFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.judge.eval()
-        return self.judge.features(images.float() / 127.5 - 1.0)
+        return self.judge.features(to_model_input(images.permute(0, 2, 3, 1)))
 
 
 def _features(extractor: JudgeFeatures, x: np.ndarray) -> torch.Tensor:

@@ -67,7 +67,8 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
     """What ``synthaug data`` shows: classes with train/test counts, image modes and sizes, problems."""
     from collections import Counter
 
-    from synthaug.data import convert_mode, load_real_data, open_image, resize_crop
+    from synthaug.data import load_real_data
+    from synthaug.images import convert_mode, open_image, resize_crop
 
     data = load_real_data(recipe.data, recipe.seed)
     modes: Counter = Counter()
@@ -102,7 +103,8 @@ def describe_data(recipe: Recipe) -> dict[str, Any]:
 def real_arrays(recipe: Recipe, split: str = "train", size: int | None = None):
     """The real data as arrays: (images uint8 NHWC, labels int64, ids int64, RealData). Images are fitted to
     ``size`` (default ``data.image_size``) and memory-mapped from the run's decode cache."""
-    from synthaug.data import load_real_data, to_array
+    from synthaug.data import load_real_data
+    from synthaug.images import to_array
 
     data = load_real_data(recipe.data, recipe.seed, cache_dir=_decode_cache(recipe))
     ds = data.train if split == "train" else data.test
@@ -411,7 +413,7 @@ def synthetic_arrays(path: Path, image_size: int, channels: int):
     """The synthetic dataset as (images uint8 NHWC, labels int64, ids int64)."""
     import datasets
 
-    from synthaug.data import to_array
+    from synthaug.images import to_array
 
     ds = datasets.load_from_disk(str(path)).cast_column("image", datasets.Image(decode=False))
     x = to_array(ds, image_size, channels)
@@ -497,7 +499,7 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
 
 def held_out_images(recipe: Recipe, data) -> np.ndarray:
     """The test split as uint8 NHWC at data.image_size (memory-mapped from the decode cache)."""
-    from synthaug.data import to_array
+    from synthaug.images import to_array
 
     return to_array(data.test, recipe.data.image_size, recipe.data.channels, cache_dir=_decode_cache(recipe))
 

@@ -224,7 +224,8 @@ def test_a_huge_png_is_refused_from_its_header_without_decoding(tmp_path: Path, 
                                       ("CMYK", "jpg"), ("F", "tif"), ("1", "png")])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_image_mode_is_accepted_and_converted(mode: str, ext: str, channels: int, tmp_path: Path):
-    from synthaug.data import load_source, to_array
+    from synthaug.images import to_array
+    from synthaug.sources import load_source
 
     root = image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3}, mode=mode, ext=ext)
     assert Image.open(root / "cat" / f"0.{ext}").mode == mode

@@ -14,19 +14,9 @@ from synthaug.classifiers import (
     fit_classifier,
     one_thread,
     predict,
-    to_model_input,
 )
 from synthaug.config import EvaluateConfig
 from synthaug.evaluation import EvalData
-
-
-def test_model_input_is_channels_first_in_minus_one_to_one():
-    x = np.zeros((2, 3, 4, 1), dtype=np.uint8)
-    x[0, 0, 0, 0], x[1, 2, 3, 0] = 255, 128
-    out = to_model_input(x)
-    assert out.shape == (2, 1, 3, 4) and out.dtype == torch.float32
-    assert out[0, 0, 0, 0] == 1.0 and out[1, 0, 2, 3] == pytest.approx(128 / 127.5 - 1, abs=1e-6)
-    assert out.min() == -1.0  # a black pixel
 
 
 def test_the_classifier_loss_is_the_weighted_mean():

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from synthaug.config import QuotaConfig
 from synthaug.errors import SynthaugError
-from synthaug.sampling import build_plan, derive_seed, plan_quotas
-from synthaug.seeds import step_seed
+from synthaug.sampling import build_plan, plan_quotas
+from synthaug.seeds import derive_seed, step_seed
 
 FAST = settings(max_examples=150, deadline=None)
 

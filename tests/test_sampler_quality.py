@@ -14,7 +14,8 @@ from sklearn.linear_model import LogisticRegression
 
 from synthaug import stages
 from synthaug.config import load_recipe
-from synthaug.sampling import Generator, derive_seed
+from synthaug.sampling import Generator
+from synthaug.seeds import derive_seed
 
 PER_CLASS = 20
 POINTS = 0.05  # "within a few points": 5 points of judge accuracy, one image in 20 per class

@@ -16,7 +16,8 @@ from diffusers import (
 
 from synthaug.config import SAMPLERS, QuotaConfig
 from synthaug.errors import SynthaugError
-from synthaug.sampling import _SCHEDULERS, build_plan, derive_seed, make_scheduler, plan_quotas
+from synthaug.sampling import _SCHEDULERS, build_plan, make_scheduler, plan_quotas
+from synthaug.seeds import derive_seed
 from synthaug.writers import safe_name, safe_names
 
 REAL = {"a": 10, "b": 4, "c": 7}
