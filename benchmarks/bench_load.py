@@ -1,21 +1,32 @@
-"""Load: peak memory of ``synthaug generate`` as the image count grows 10×, and a 50,000-image folder.
+"""Load: peak memory of ``synthaug generate`` and ``synthaug train`` as the image count grows, and lazy loading.
 
-1. One ``synthaug generate`` process per size (default 2,000 and 20,000 images, one run each) with the smoke
-   model (8×8 grey, trained here in seconds unless ``--model`` names a run directory). Peak resident memory
-   is the child's own ``ru_maxrss`` (``os.wait4``), so it covers the whole command: imports, sampling into
-   shards, assembling the dataset from the shards and writing it. Flat memory means the peak does not grow
-   with the image count beyond a small per-image cost, which the table reports next to the images' own size.
-2. A folder of 50,000 zero-byte ``.png`` files in 10 class folders is loaded with
-   ``synthaug.data.load_source("imagefolder:...")`` while ``PIL.Image.open`` is counted: lazy loading opens none.
+1. **Generation**: one ``synthaug generate`` process per size (default 2,000 and 100,000 images) of 64×64
+   RGB images from a tiny model (UNet blocks [4, 8], trained here for 2 steps on ``builtin:digits`` converted
+   to 64 px RGB, unless ``--model`` names a run directory), 1 DPM-Solver++ step, batches of 256.
+2. **Training**: one ``synthaug train`` process per size (default 5,000 and 50,000 real images) on an image
+   folder of 64×64 RGB PNGs of noise (10 classes, built in a temporary folder; the smaller folder hard-links
+   the first files of the larger), the same tiny model, 2 steps. ``data.test_fraction`` (25%) is held out,
+   so the model trains on three quarters of the folder.
+3. **Lazy loading**: ``synthaug.data.load_source("imagefolder:...")`` on a folder of 50,000 zero-byte
+   ``.png`` files while ``PIL.Image.open`` is counted: it opens none.
 
-Run from the repository root: ``.venv/bin/python benchmarks/bench_load.py [--sizes 2000 20000] [--no-write]``.
-Writes the ``bench_load`` section of docs/BENCHMARKS.md.
+Peak resident memory is each child's own ``ru_maxrss`` (``os.wait4``), so it covers the whole command:
+imports, sampling or training, and writing. The target is flat memory: the larger run of each pair peaks
+less than 10% above the smaller. The full run takes about 35 minutes on a CPU (each child has one thread
+unless ``OMP_NUM_THREADS`` says otherwise), nearly all of it sampling 100,000 images at 64 px (~60 images/s);
+``--sample-size 32`` samples at 32 px and fits to 64, about 4× faster. A batch's sampling peak varies by a few
+percent with the heap's state (glibc), and a run's peak is its highest batch's.
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_load.py [--gen-images 2000 100000]
+[--train-images 5000 50000] [--no-write]``; a quick check: ``--gen-images 200 1000 --train-images 200 1000
+--files 1000 --no-write``. Writes the ``bench_load`` section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,31 +38,90 @@ from _common import load_average, machine_line, note, table, update_section
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "smoke.yaml"
 MB = 2**20
+TARGET = 0.10  # the larger run of a pair may peak at most this much above the smaller
 
 
-def generate(run: Path, images: int, batch_size: int) -> dict:
-    """One ``synthaug generate`` child → its peak RSS, wall time and the dataset's size on disk."""
-    args = [sys.executable, "-m", "synthaug.cli", "generate", str(run), "--overwrite",
-            "--set", f"generate.quota={{total: {images}}}", "--set", f"generate.batch_size={batch_size}"]
+def tiny_model_overrides(size: int, sample_size: int | None) -> list[str]:
+    """``--set`` arguments for the tiny model at ``size`` px RGB (sampled at ``sample_size``, if given)."""
+    values = [f"data.image_size={size}", "data.channels=3", "model.block_out_channels=[4, 8]",
+              "train.max_steps=2", "train.batch_size=4", "train.warmup_steps=0"]
+    if sample_size and sample_size != size:
+        values.append(f"model.sample_size={sample_size}")
+    return [arg for value in values for arg in ("--set", value)]
+
+
+def measured(command: list[str], what: str) -> dict:
+    """Run ``synthaug COMMAND`` as a child → its peak RSS (bytes) and wall time; exit on failure."""
     started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "synthaug.cli", *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage alone
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"generate {images} failed:\n{stderr.decode(errors='replace')[-3000:]}")
-    synthetic = run / "synthetic"
-    on_disk = sum(p.stat().st_size for p in synthetic.rglob("*.arrow"))
-    return {"images": images, "peak": usage.ru_maxrss * 1024, "seconds": seconds, "arrow_bytes": on_disk}
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{what} failed:\n{stderr.decode(errors='replace')[-3000:]}")
+    return {"peak": usage.ru_maxrss * 1024, "seconds": time.perf_counter() - started}
+
+
+def generation(run: Path, images: list[int], steps: int, batch_size: int) -> list[dict]:
+    results = []
+    for n in images:
+        note(f"generating {n:,} images")
+        r = measured(["generate", str(run), "--overwrite", "--set", f"generate.quota={{total: {n}}}",
+                      "--set", f"generate.steps={steps}", "--set", f"generate.batch_size={batch_size}"],
+                     f"generate {n}")
+        r.update(images=n, disk=sum(p.stat().st_size for p in (run / "synthetic").glob("*.arrow")))
+        note(f"{n:,} images: peak RSS {r['peak'] / MB:.0f} MB, {r['seconds']:.0f} s")
+        results.append(r)
+    return results
+
+
+def noise_folder(root: Path, images: int, size: int, classes: int = 10) -> None:
+    """``root/classK/NNNNNN.png``: ``images`` RGB PNGs of noise around a colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True)
+    for i in range(images):
+        k = i % classes
+        pixels = np.clip(rng.normal(25 * k, 60, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"class{k}" / f"{i:06d}.png", compress_level=1)
+
+
+def linked_subset(source: Path, dest: Path, images: int) -> None:
+    """The first ``images`` files of ``source`` (in ``noise_folder``'s order), hard-linked into ``dest``."""
+    for folder in sorted(source.iterdir()):
+        (dest / folder.name).mkdir(parents=True)
+        for path in sorted(folder.iterdir()):
+            if int(path.stem) < images:
+                os.link(path, dest / folder.name / path.name)
+
+
+def training(tmp: Path, images: list[int], size: int, sample_size: int | None) -> list[dict]:
+    biggest = tmp / f"real-{max(images)}"
+    note(f"writing {max(images):,} {size}×{size} RGB PNGs")
+    noise_folder(biggest, max(images), size)
+    results = []
+    for n in images:
+        folder = biggest if n == max(images) else tmp / f"real-{n}"
+        if not folder.exists():
+            linked_subset(biggest, folder, n)
+        note(f"training on a folder of {n:,} images")
+        r = measured(["train", str(RECIPE), "--out", str(tmp / f"train-{n}"), "--set", f"data.source=imagefolder:{folder}",
+                      *tiny_model_overrides(size, sample_size)], f"train on {n}")
+        r.update(images=n)
+        note(f"{n:,} images: peak RSS {r['peak'] / MB:.0f} MB, {r['seconds']:.0f} s")
+        results.append(r)
+    return results
 
 
 def lazy_folder(files: int, classes: int = 10) -> dict:
     """Time ``load_source`` on ``files`` zero-byte PNGs and count the images it opens."""
     from PIL import Image
 
-    from synthaug.data import load_source
+    from synthaug.sources import load_source
 
     with tempfile.TemporaryDirectory(prefix="bench-load-folder-") as tmp:
         root = Path(tmp)
@@ -71,9 +141,24 @@ def lazy_folder(files: int, classes: int = 10) -> dict:
     return {"rows": len(ds), "seconds": seconds, "opened": len(opened)}
 
 
+def growth_line(name: str, results: list[dict], per_image_bytes: float) -> str:
+    first, last = results[0], results[-1]
+    growth = last["peak"] / first["peak"] - 1
+    slope = (last["peak"] - first["peak"]) / max(1, last["images"] - first["images"])
+    verdict = "yes" if growth < TARGET else "**no**"
+    return (f"- **{name}:** {first['images']:,} → {last['images']:,} images: peak RSS "
+            f"{first['peak'] / MB:.0f} → {last['peak'] / MB:.0f} MB ({growth:+.1%}; target < {TARGET:.0%}: "
+            f"{verdict}), {slope:.0f} bytes per extra image ({slope / per_image_bytes:.2f}× its "
+            f"{per_image_bytes:,.0f} bytes).")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--gen-images", type=int, nargs="*", default=[2000, 100_000], help="none: skip")
+    parser.add_argument("--train-images", type=int, nargs="*", default=[5000, 50_000], help="none: skip")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--sample-size", type=int, default=None, help="the UNet's resolution (model.sample_size)")
+    parser.add_argument("--steps", type=int, default=1, help="sampler steps")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--model", type=Path, default=None, help="a run directory with a trained model/")
     parser.add_argument("--files", type=int, default=50_000, help="zero-byte images for the lazy-loading check")
@@ -82,54 +167,54 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(ROOT)
 
     load_before = load_average()
+    size, gen, train = args.image_size, [], []
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        run = Path(tmp) / "run"
-        if args.model is not None:
-            import shutil
-
-            shutil.copytree(args.model, run, ignore=shutil.ignore_patterns("synthetic*", "report", "checkpoints"))
-        else:
-            from synthaug.config import load_recipe
-            from synthaug.stages import train
-
-            note("training the smoke model")
-            train(load_recipe(RECIPE, out=run), progress=False)
-        results = []
-        for n in args.sizes:
-            note(f"generating {n} images")
-            results.append(generate(run, n, args.batch_size))
-            r = results[-1]
-            note(f"{n} images: peak RSS {r['peak'] / MB:.0f} MB, {r['seconds']:.0f} s")
-    note(f"loading {args.files} zero-byte images")
+        tmp = Path(tmp)
+        if args.gen_images:
+            run = tmp / "run"
+            if args.model is not None:
+                shutil.copytree(args.model, run, ignore=shutil.ignore_patterns("synthetic*", "report", "checkpoints"))
+            else:
+                note(f"training the tiny {size} px RGB model")
+                measured(["train", str(RECIPE), "--out", str(run), *tiny_model_overrides(size, args.sample_size)],
+                         "training the tiny model")
+            gen = generation(run, args.gen_images, args.steps, args.batch_size)
+        if args.train_images:
+            train = training(tmp, args.train_images, size, args.sample_size)
+    note(f"loading {args.files:,} zero-byte images")
     lazy = lazy_folder(args.files)
     load_after = load_average()
 
-    first, last = results[0], results[-1]
-    slope = (last["peak"] - first["peak"]) / max(1, last["images"] - first["images"])
-    stored = last["arrow_bytes"] / last["images"]
-    rows = [[f"{r['images']:,}", f"{r['seconds']:.0f}", f"{r['images'] / r['seconds']:.0f}",
-             f"{r['peak'] / MB:.0f}", f"{(r['peak'] - first['peak']) / MB:+.0f}",
-             f"{r['arrow_bytes'] / MB:.1f}"] for r in results]
-    markdown = "\n".join([
-        "## Load: memory as the image count grows, and lazy data loading",
+    rows = [["generate", f"{r['images']:,}", f"{r['seconds']:.0f}", f"{r['peak'] / MB:.0f}",
+             f"{(r['peak'] - gen[0]['peak']) / MB:+.0f}", f"{r['disk'] / MB:.1f}"] for r in gen]
+    rows += [["train", f"{r['images']:,}", f"{r['seconds']:.0f}", f"{r['peak'] / MB:.0f}",
+              f"{(r['peak'] - train[0]['peak']) / MB:+.0f}", "—"] for r in train]
+    sampled = f"sampled at {args.sample_size} px and fitted" if args.sample_size else "sampled at that size"
+    lines = [
+        "## Load: peak memory as the image count grows, and lazy data loading",
         "",
-        f"`benchmarks/bench_load.py --sizes {' '.join(map(str, args.sizes))}` on {machine_line()}. One "
-        f"`synthaug generate` process per row, smoke model (8×8 grey, DPM-Solver++ 4 steps), batch "
-        f"{args.batch_size}; peak RSS is the child's own `ru_maxrss`.",
+        f"`benchmarks/bench_load.py --gen-images {' '.join(map(str, args.gen_images))} --train-images "
+        f"{' '.join(map(str, args.train_images))}` on {machine_line()}. One `synthaug` process per row; peak RSS "
+        f"is the child's own `ru_maxrss`. Images {size}×{size} RGB; tiny model (UNet blocks [4, 8], 2 training "
+        f"steps); generation: {sampled}, DPM-Solver++ {args.steps} step(s), batch {args.batch_size}; training: "
+        "an image folder of noise PNGs, 75% of it the training split, 2 steps.",
         "",
-        table(["images", "wall s", "img/s (incl. start-up)", "peak RSS MB", "Δ peak MB", "dataset on disk MB"], rows),
+        table(["command", "images", "wall s", "peak RSS MB", "Δ peak MB", "dataset on disk MB"], rows),
         "",
-        f"- **Per image:** peak RSS grows by {slope:.0f} bytes per extra image, {slope / stored:.1f}× the "
-        f"{stored:.0f} bytes one image takes in the saved dataset. Sampling is flat (one batch in memory, each "
-        "finished batch written as a shard); the growth is the assembly at the end: `stages.generate` reads "
-        "every shard into one in-memory Arrow table (`writers.read_parts`), builds the dataset on its buffers "
-        "(`writers.table_to_dataset`) and `datasets` fingerprints it, so memory there is O(images × image "
-        "bytes), not O(batch). Flat for any count would need `stages.generate` to stream the shards into the "
-        "saved dataset.",
+    ]
+    if gen:
+        stored = gen[-1]["disk"] / gen[-1]["images"]
+        lines.append(growth_line("Generation", gen, stored) + " The shards are streamed into every format "
+                     "(`writers.Parts`, `writers.write_synthetic`): a few batches of images in memory, whatever the count.")
+    if train:
+        lines.append(growth_line("Training", train, size * size * 3) + " Per-image bytes here are the decoded "
+                     "uint8 pixels of one training image.")
+    lines += [
         f"- **Lazy loading:** `load_source('imagefolder:…')` on {lazy['rows']:,} zero-byte `.png` files in 10 "
         f"class folders took {lazy['seconds']:.1f} s and opened {lazy['opened']} images.",
         f"- Load average before {load_before}, after {load_after}.",
-    ])
+    ]
+    markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:
         print(f"wrote {update_section('bench_load', markdown)}", file=sys.stderr)

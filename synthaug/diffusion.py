@@ -171,8 +171,15 @@ class ClassConditionalDiffusion(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch["images"], batch["labels"], int(batch["step"]))
+        if not torch.isfinite(loss):
+            # Stop here: every later step would only carry the NaN into the weights, the EMA and the model.
+            raise SynthaugError(f"training loss became {loss.item()} at step {int(batch['step'])}; "
+                                f"{self._lower_lr_fix()}")
         self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=batch["images"].shape[0])
         return loss
+
+    def _lower_lr_fix(self) -> str:
+        return f"lower train.lr (now {self.cfg.lr:g}) and rerun with --overwrite"
 
     def optimizer_step(self, *args, **kwargs) -> None:
         # The EMA update belongs to the optimizer step, so no hook or stop can fall between them.
@@ -209,6 +216,10 @@ class ClassConditionalDiffusion(pl.LightningModule):
         unet.load_state_dict(self.unet.state_dict())
         if self.ema is not None:
             self.ema.copy_to(unet.parameters())
+        # The last update can break the weights after the last loss was checked (a one-step run, say).
+        if not all(torch.isfinite(p).all() for p in unet.parameters()):
+            step = self.trainer.global_step if self._trainer is not None else "the end"
+            raise SynthaugError(f"training made the weights NaN or infinite by step {step}; {self._lower_lr_fix()}")
         return unet.eval()
 
 
@@ -239,12 +250,29 @@ REQUIRED_META = ("classes", "image_size", "channels", "null_class_id")
 KNOWN_META = (*REQUIRED_META, "normalization", "version")
 
 
+def _max_image_size() -> int:
+    from synthaug.config import DataConfig
+
+    return next(m.le for m in DataConfig.model_fields["image_size"].metadata if hasattr(m, "le"))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
 def read_meta(model_dir: Path) -> dict[str, Any]:
+    """``model_dir/synthaug.json``, checked: a damaged or foreign file is refused with one line, never trusted
+    (an ``image_size`` of 20000 would exhaust memory, ``"abc"`` would fail deep inside sampling)."""
     path = Path(model_dir) / META_FILE
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise SynthaugError(f"{model_dir}: no {META_FILE}; train a model first (synthaug train)") from None
+        raise SynthaugError(f"{model_dir}: no {META_FILE}, so not a synthaug model folder (run_dir/model); "
+                            "train a model first (synthaug train)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SynthaugError(f"{path}: not valid JSON ({exc}); retrain or restore the file") from None
     if not isinstance(meta, dict):
@@ -259,9 +287,51 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
             f"{path}: unknown key(s) {', '.join(extra)}; the model was written by another synthaug version "
             f"({meta.get('version', 'unknown')}), use that version or retrain"
         )
-    if meta["null_class_id"] != len(meta["classes"]):
-        raise SynthaugError(f"{path}: null_class_id {meta['null_class_id']} does not match {len(meta['classes'])} classes")
+    problem = _meta_problem(meta)
+    if problem:
+        raise SynthaugError(f"{path}: {problem}; the file is damaged, restore it or retrain")
     return meta
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a model description, or None."""
+    classes, size, channels = meta["classes"], meta["image_size"], meta["channels"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return f"classes must be a non-empty list of class names, got {json.dumps(classes)[:80]}"
+    if len(set(classes)) != len(classes):
+        return f"classes {classes} name a class twice"
+    top = _max_image_size()
+    if not _is_int(size) or not 1 <= size <= top:
+        return f"image_size {json.dumps(size)[:40]} is not a whole number of pixels from 1 to {top}"
+    if not _is_int(channels) or channels not in (1, 3):
+        return f"channels {json.dumps(channels)[:40]} is not 1 or 3"
+    if meta["null_class_id"] != len(classes) or not _is_int(meta["null_class_id"]):
+        return f"null_class_id {json.dumps(meta['null_class_id'])[:40]} does not match {len(classes)} classes"
+    norm = meta.get("normalization", NORMALIZATION)
+    if not _valid_normalization(norm, channels):
+        return (f"normalization {json.dumps(norm)[:80]} is not {{\"mean\": M, \"std\": S}} of finite numbers "
+                "(or one per channel) with S > 0")
+    if not isinstance(meta.get("version", ""), str):
+        return f"version {json.dumps(meta['version'])[:40]} is not a version string"
+    return None
+
+
+def _valid_normalization(norm: Any, channels: int) -> bool:
+    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
+        return False
+    mean, std = ([v] if not isinstance(v, list) else v for v in (norm["mean"], norm["std"]))
+    return all(len(v) in (1, channels) and all(_is_number(x) for x in v) for v in (mean, std)) and all(
+        x > 0 for x in std)
+
+
+def check_model_fits_data(model_dir: Path, meta: dict[str, Any], image_size: int, channels: int) -> None:
+    """Refuse a model whose images would not be the recipe's: its size and channels must be ``data``'s."""
+    for key, theirs, ours in (("image_size", meta["image_size"], image_size), ("channels", meta["channels"], channels)):
+        if theirs != ours:
+            raise SynthaugError(
+                f"{Path(model_dir) / META_FILE}: the model makes images with {key} {theirs} but the recipe has "
+                f"data.{key}={ours}; set data.{key}={theirs} or retrain with --overwrite"
+            )
 
 
 def load_model(model_dir: Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
@@ -277,5 +347,10 @@ def load_model(model_dir: Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, A
         raise SynthaugError(
             f"{model_dir}: the UNet has {unet.config.num_class_embeds} class embeddings but synthaug.json names "
             f"{len(meta['classes'])} classes (+ null); the folder is inconsistent, retrain"
+        )
+    if {unet.config.in_channels, unet.config.out_channels} != {meta["channels"]}:
+        raise SynthaugError(
+            f"{model_dir}: the UNet has {unet.config.in_channels} input and {unet.config.out_channels} output "
+            f"channels but synthaug.json says {meta['channels']}; the folder is inconsistent, retrain"
         )
     return unet.eval(), scheduler, meta

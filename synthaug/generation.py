@@ -177,7 +177,7 @@ def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
 
 def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
     """The judge's softmax probability of each image's own label → float32 (N,)."""
-    from synthaug.evaluation import to_model_input
+    from synthaug.classifiers import to_model_input
 
     out = []
     with torch.inference_mode():
@@ -187,7 +187,7 @@ def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int =
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def filter_samples(recipe: Recipe, table, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
+def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
     """Drop the samples that fail ``generate.filter``; refill with new seeds.
 
     Two tests, each applied when set. ``min_confidence``: a judge trained on the real training split gives
@@ -195,61 +195,66 @@ def filter_samples(recipe: Recipe, table, quotas: dict[str, int], classes: list[
     nearest / second-nearest training-image distance ratio (``evaluation.nearest_neighbour_ratio``, the
     report's memorization test) is at least this. Each round plans, per class, enough extra rows (new
     indices, so new seeds) to cover the shortfall at the class's acceptance rate so far, for at most
-    ``filter.max_tries`` rounds. Returns (the accepted rows, at most the quota per class, in class then plan
-    order, with ``confidence`` and ``novelty`` columns, null for a test not applied; acceptance per class).
+    ``filter.max_tries`` rounds. The shards are scored batch by batch, so memory holds one batch of images.
+
+    Returns ``(parts, take, scores, acceptance)``: the ``Parts`` of ``parts_dir``; the entries kept (at most
+    the quota per class, in class then plan order); ``confidence`` and ``novelty`` by plan position (NaN for a
+    test not applied), for ``writers.synthetic_batches``; the acceptance rate per class.
     """
-    import pyarrow as pa
+    from synthaug.classifiers import train_judge
+    from synthaug.evaluation import EvalData
+    from synthaug.writers import Parts
 
-    from synthaug.evaluation import EvalData, nearest_neighbour_ratio, train_judge
-    from synthaug.writers import decode_png, read_parts
-
-    g = recipe.generate
-    f = g.filter
+    f = recipe.generate.filter
     judge = None
     if f.min_confidence is not None:
         judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
-    scores: dict[int, tuple[float, float]] = {}  # plan position -> (confidence, novelty), NaN = not tested
-    for _ in range(f.max_tries + 1):
-        positions = table.column("position").to_numpy()
-        fresh = [i for i, p in enumerate(positions) if int(p) not in scores]
-        if fresh:
-            images = np.stack([decode_png(table.column("image")[i].as_py()) for i in fresh])
-            labels = table.column("label").to_numpy()[fresh]
-            nan = np.full(len(fresh), np.nan)
-            confidence = judge_confidence(judge, images, labels) if judge is not None else nan
-            novelty = nearest_neighbour_ratio(images, x)[0] if f.min_novelty is not None else nan
-            for i, c, n in zip(fresh, confidence, novelty):
-                scores[int(positions[i])] = (float(c), float(n))
-        labels = table.column("label").to_numpy()
-        conf = np.array([scores[int(p)][0] for p in positions])
-        novelty = np.array([scores[int(p)][1] for p in positions])
-        ok = np.ones(len(positions), dtype=bool)
+    scores = {"confidence": np.zeros(0), "novelty": np.zeros(0)}  # by plan position; NaN = not tested
+    scored = np.zeros(0, dtype=bool)
+    for round_ in range(f.max_tries + 1):
+        parts = Parts.read(parts_dir)
+        size = int(parts.position.max()) + 1 if len(parts) else 0
+        scored = np.concatenate([scored, np.zeros(size - len(scored), dtype=bool)])
+        for name in scores:
+            scores[name] = np.concatenate([scores[name], np.full(size - len(scores[name]), np.nan)])
+        _score(parts, np.flatnonzero(~scored[parts.position]), scores, judge, x if f.min_novelty is not None else None)
+        scored[parts.position] = True
+        ok = np.ones(len(parts), dtype=bool)
         if f.min_confidence is not None:
-            ok &= conf >= f.min_confidence
+            ok &= scores["confidence"][parts.position] >= f.min_confidence
         if f.min_novelty is not None:
-            ok &= novelty >= f.min_novelty
+            ok &= scores["novelty"][parts.position] >= f.min_novelty
+        labels = parts.label
         short = {k: quotas[c] - int(ok[labels == k].sum()) for k, c in enumerate(classes)}
-        if all(v <= 0 for v in short.values()) or _ == f.max_tries:
+        if all(v <= 0 for v in short.values()) or round_ == f.max_tries:
             break
-        extra, next_position = [], int(positions.max()) + 1
-        indices = table.column("index").to_numpy()
+        extra, next_position = [], size
         for k, missing in short.items():
             if missing <= 0:
                 continue
             tried = int((labels == k).sum())
             rate = max(ok[labels == k].mean() if tried else 1.0, 0.1)
-            first = int(indices[labels == k].max()) + 1 if tried else 0
+            first = int(parts.index[labels == k].max()) + 1 if tried else 0
             for index in range(first, first + int(np.ceil(missing / rate))):
                 extra.append(PlanRow(next_position, k, index, derive_seed(recipe.seed, k, index)))
                 next_position += 1
         sample(extra, len(extra))
-        table = read_parts(recipe.run_dir / "synthetic.parts")
 
-    for name, values in (("confidence", conf), ("novelty", novelty)):
-        table = table.append_column(name, pa.array(values, pa.float32(), mask=np.isnan(values)))
-    keep = []
-    for k, c in enumerate(classes):
-        rows = np.flatnonzero((labels == k) & ok)
-        keep.extend(rows[: quotas[c]].tolist())
+    take = np.concatenate([np.flatnonzero((labels == k) & ok)[: quotas[c]] for k, c in enumerate(classes)]
+                          + [np.zeros(0, dtype=np.int64)])
     acceptance = {c: float(ok[labels == k].mean()) if (labels == k).any() else 1.0 for k, c in enumerate(classes)}
-    return table.take(pa.array(sorted(keep, key=lambda i: (labels[i], positions[i])))), acceptance
+    return parts, take, scores, acceptance
+
+
+def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, train_x: np.ndarray | None) -> None:
+    """Fill ``scores`` at the plan positions of ``entries``, one batch of decoded images at a time."""
+    from synthaug.quality import nearest_neighbour_ratio
+    from synthaug.writers import decode_png
+
+    for table in parts.tables(entries):
+        positions = table.column("position").to_numpy()
+        images = np.stack([decode_png(cell) for cell in table.column("image").to_pylist()])
+        if judge is not None:
+            scores["confidence"][positions] = judge_confidence(judge, images, table.column("label").to_numpy())
+        if train_x is not None:
+            scores["novelty"][positions] = nearest_neighbour_ratio(images, train_x)[0]

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +22,6 @@ import torch
 from synthaug.errors import SynthaugError
 
 MIXED_COLUMNS = ("image", "label", "synthetic", "weight")
-MODEL_META = "synthaug.json"  # written beside the weights by synthaug.diffusion.save_model
 DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.5}  # uint8 → [−1, 1], as the diffusion model sees images
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -90,13 +88,14 @@ def _from_imagefolder(folder: Path):
     import datasets
 
     with open(folder / "metadata.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
     required = ("file_name", "label", "class_name")
-    missing = [c for c in required if rows and c not in rows[0]]
-    if not rows or missing:
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:  # a header without rows is an export of an empty synthetic set (a quota that asked for none)
         raise SynthaugError(
-            f"{folder / 'metadata.csv'}: " + (f"no {', '.join(missing)} column(s)" if rows else "no rows")
-            + f"; expected the columns {', '.join(required)} written by synthaug's imagefolder export"
+            f"{folder / 'metadata.csv'}: no {', '.join(missing)} column(s); expected the columns "
+            f"{', '.join(required)} written by synthaug's imagefolder export"
         )
     named: dict[int, str] = {}
     for row in rows:
@@ -117,7 +116,7 @@ def _from_imagefolder(folder: Path):
     data: dict[str, list] = {"image": images, "label": [index[r["class_name"]] for r in rows]}
     features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)}
     for column in ("seed", "index"):
-        if column in rows[0]:
+        if column in reader.fieldnames:
             data[column] = [int(r[column]) for r in rows]
             features[column] = datasets.Value("int64")
     return datasets.Dataset.from_dict(data, features=datasets.Features(features))
@@ -263,21 +262,6 @@ def mix(real, synthetic, ratio: float | None = None, weight: float | None = None
 # --------------------------------------------------------------------------------------------- torch
 
 
-def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
-    """``model_dir/synthaug.json`` (classes, image_size, channels, normalization), without loading the model."""
-    path = Path(model_dir) / MODEL_META
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SynthaugError(f"{model_dir}: no {MODEL_META}; pass the model folder of a run (run_dir/model)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SynthaugError(f"{path}: not valid JSON ({exc}); retrain or restore the file") from None
-    missing = [k for k in ("image_size", "channels") if k not in meta]
-    if missing:
-        raise SynthaugError(f"{path}: missing {', '.join(missing)}; the model was written by another version")
-    return meta
-
-
 def decode_image(cell: dict, row: int, image_size: int | None, channels: int | None) -> np.ndarray:
     """One ``Image(decode=False)`` cell → uint8 (H, W, C): converted to ``channels``, fitted to ``image_size``."""
     from synthaug.data import convert_mode, open_image, resize_crop
@@ -313,7 +297,9 @@ class TorchView(torch.utils.data.Dataset):
         self.classes = _check_columns(ds, "dataset")
         norm = DEFAULT_NORMALIZATION
         if model_dir is not None:
-            meta = read_model_meta(model_dir)
+            from synthaug.diffusion import read_meta
+
+            meta = read_meta(model_dir)
             image_size = image_size or int(meta["image_size"])
             channels = channels or int(meta["channels"])
             norm = meta.get("normalization", DEFAULT_NORMALIZATION)

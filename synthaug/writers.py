@@ -8,26 +8,37 @@ Layout, all below ``run_dir``::
     synthetic/imagefolder/  format "imagefolder": CLASS/000000.png + metadata.csv
 
 A shard is written to a temporary file and renamed, so a shard on disk is always whole; ``--resume``
-skips the plan positions already in shards, and the final dataset is assembled in plan order.
+skips the plan positions already in shards, and the final dataset is assembled in plan order. Assembly
+streams: ``Parts`` indexes the shards by their small columns, and ``write_synthetic`` writes every format
+from tables of ``BATCH_ROWS`` rows, so memory holds a few batches of images whatever the image count.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
 import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from synthaug.errors import SynthaugError
-from synthaug.io import atomic_dir, atomic_write_bytes, atomic_write_text, writing
+from synthaug.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 PARTS = "synthetic.parts"
 PLAN_FILE = "plan.json"
+BATCH_ROWS = 256  # rows per table while streaming: what assembly holds in memory, besides a few shards
+MAX_OPEN_SHARDS = 8  # shards kept read while streaming rows out of plan order (one per rank in plan order)
+MAX_SHARD_BYTES = 500 * 2**20  # per data file of the HF dataset, datasets' own default for save_to_disk
+PARQUET_ROWS = 10_000  # per parquet file
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -94,23 +105,77 @@ def write_shard(parts_dir: Path, rank: int, rows: dict[str, Sequence]) -> Path:
     return atomic_write_bytes(parts_dir / f"shard-{first:09d}-r{rank}.parquet", buf.getvalue())
 
 
-def read_parts(parts_dir: Path):
-    """All shards → one pyarrow table in plan order, duplicates (a re-run batch) dropped."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+@dataclass
+class Parts:
+    """The shards of a parts folder indexed by plan position, with only their small columns in memory.
 
-    tables = [pq.read_table(p) for p in sorted(parts_dir.glob("shard-*.parquet"))]
-    if not tables:
-        return None
-    table = pa.concat_tables(tables, promote_options="default")
-    positions = table.column("position").to_numpy()
-    if (np.diff(positions) > 0).all():
-        return table  # one rank's shards, already in plan order: no copy of the images
-    table = table.take(pc.sort_indices(table, sort_keys=[("position", "ascending")]))
-    positions = table.column("position").to_numpy()
-    keep = np.concatenate([[True], positions[1:] != positions[:-1]]) if len(positions) else positions
-    return table.filter(pa.array(keep))
+    One entry per plan position, ascending; a position in two shards (a batch made twice) counts once, from
+    the first shard in name order. ``tables(take)`` streams the rows ``take`` (indices into the entries),
+    images included, reading a shard when it is first needed and dropping it after its last use.
+    """
+
+    paths: list[Path]
+    position: np.ndarray  # int64 plan positions
+    label: np.ndarray
+    index: np.ndarray  # the image's index within its class
+    shard: np.ndarray  # which of ``paths`` holds the row
+    row: np.ndarray  # the row in that shard
+
+    @classmethod
+    def read(cls, parts_dir: Path) -> Parts:
+        import pyarrow.parquet as pq
+
+        paths = sorted(Path(parts_dir).glob("shard-*.parquet"))
+        small = [pq.read_table(p, columns=["position", "label", "index"]) for p in paths]
+
+        def column(name: str) -> np.ndarray:
+            values = [t.column(name).to_numpy() for t in small]
+            return np.concatenate([*values, np.zeros(0, np.int64)]).astype(np.int64)
+
+        lengths = [t.num_rows for t in small]
+        shard = np.repeat(np.arange(len(paths)), lengths)
+        row = np.concatenate([*(np.arange(n) for n in lengths), np.zeros(0, np.int64)])
+        position = column("position")
+        _, first = np.unique(position, return_index=True)  # ascending, each position's first occurrence
+        return cls(paths, position[first], column("label")[first], column("index")[first], shard[first], row[first])
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def tables(self, take: np.ndarray | None = None, rows: int = BATCH_ROWS) -> Iterator:
+        """The shard rows of entries ``take`` (default: all, in plan order) as pyarrow tables of ``rows`` rows."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        take = np.arange(len(self)) if take is None else np.asarray(take, dtype=np.int64)
+        last_use = np.full(len(self.paths), -1)
+        np.maximum.at(last_use, self.shard[take], np.arange(len(take)))
+        shards: OrderedDict[int, Any] = OrderedDict()  # read shards, least recently used first
+        pool = pa.default_memory_pool()
+        for start in range(0, len(take), rows):
+            chunk = take[start:start + rows]
+            pieces = []
+            for run in np.split(chunk, np.flatnonzero(np.diff(self.shard[chunk])) + 1):
+                s = int(self.shard[run[0]])
+                if s not in shards:
+                    shards[s] = pq.read_table(self.paths[s])
+                    if len(shards) > MAX_OPEN_SHARDS:  # out of plan order (a filtered set in class order)
+                        shards.popitem(last=False)
+                shards.move_to_end(s)
+                pieces.append(shards[s].take(pa.array(self.row[run])))
+            for s in [s for s in shards if last_use[s] < start + rows]:
+                del shards[s]
+            yield pa.concat_tables(pieces, promote_options="default")
+            pool.release_unused()  # mimalloc (pyarrow's default) keeps freed pages: ~25 MB more at the peak
+
+
+def read_parts(parts_dir: Path):
+    """All shards → one pyarrow table in plan order (None without shards). Holds every image: for small sets
+    and checks; ``generate`` streams with ``Parts`` instead."""
+    import pyarrow as pa
+
+    tables = list(Parts.read(parts_dir).tables())
+    return pa.concat_tables(tables) if tables else None
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -162,24 +227,25 @@ def synthetic_features(classes: Sequence[str]):
     )
 
 
-def table_to_dataset(table, classes: Sequence[str], settings: dict[str, Any]):
-    """A parts table (position, label, index, seed, image bytes, …) → the synthetic ``datasets.Dataset``.
+def synthetic_table(table, classes: Sequence[str], settings: dict[str, Any],
+                    scores: dict[str, np.ndarray] | None = None):
+    """Shard rows (position, label, index, seed, image bytes, …) → a pyarrow table of ``synthetic_features``.
 
-    Built in Arrow on the table's own buffers, with no Python object per image (a dict per row costs
-    ~2 KB of memory), so assembling N images costs about their bytes (benchmarks/bench_load.py).
+    Built in Arrow on the table's own buffers, with no Python object per image (a dict per row costs ~2 KB).
+    ``scores``: float columns by plan position (``confidence``, ``novelty``); NaN, a test not applied, is null.
     """
-    import datasets
     import pyarrow as pa
-    from datasets.table import InMemoryTable
 
     n = table.num_rows
-    features = synthetic_features(classes)
-    schema = features.arrow_schema
+    schema = synthetic_features(classes).arrow_schema
     image_type = schema.field("image").type
     images = [pa.StructArray.from_arrays([chunk, pa.nulls(len(chunk), pa.string())], fields=list(image_type))
               for chunk in table.column("image").chunks]
 
     def optional(name: str):
+        if scores and name in scores:
+            values = scores[name][table.column("position").to_numpy()]
+            return pa.array(values, pa.float32(), mask=np.isnan(values))
         return table.column(name) if name in table.column_names else pa.nulls(n)
 
     columns = {
@@ -195,74 +261,236 @@ def table_to_dataset(table, classes: Sequence[str], settings: dict[str, Any]):
         "novelty": optional("novelty"),
         "source_index": optional("source_index"),
     }
-    arrow = pa.table([columns[name] for name in features], names=list(features)).cast(schema)
-    return datasets.Dataset(InMemoryTable(arrow), info=datasets.DatasetInfo(features=features))
+    return pa.table([columns[name] for name in schema.names], names=schema.names).cast(schema)
 
 
-def write_parquet(dataset, folder: Path, rows_per_shard: int = 10_000) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    n = max(1, -(-len(dataset) // rows_per_shard))
-    paths = []
-    for i in range(n):
-        path = folder / f"train-{i:05d}-of-{n:05d}.parquet"
-        dataset.shard(num_shards=n, index=i, contiguous=True).to_parquet(str(path))
-        paths.append(path)
-    return paths
+def synthetic_batches(parts: Parts, take: np.ndarray | None, classes: Sequence[str], settings: dict[str, Any],
+                      scores: dict[str, np.ndarray] | None = None) -> Iterator:
+    """The rows ``take`` of ``parts`` (default all, in plan order) as ``synthetic_table``s, one batch at a time."""
+    for table in parts.tables(take):
+        yield synthetic_table(table, classes, settings, scores)
+
+
+def table_to_dataset(table, classes: Sequence[str], settings: dict[str, Any]):
+    """A parts table → an in-memory synthetic ``datasets.Dataset`` (for small sets; ``generate`` streams)."""
+    import datasets
+    from datasets.table import InMemoryTable
+
+    features = synthetic_features(classes)
+    return datasets.Dataset(InMemoryTable(synthetic_table(table, classes, settings)),
+                            info=datasets.DatasetInfo(features=features))
+
+
+def _image_bytes(table) -> Iterator:
+    """Each row's image bytes as an Arrow buffer, without a Python copy of each image."""
+    for chunk in table.column("image").chunks:
+        data = chunk.field("bytes")
+        for i in range(len(data)):
+            yield data[i].as_buffer()
+
+
+def _update_digest(digest, table) -> None:
+    """Hash the rows' content, not their Arrow layout (which depends on how the shards were cut)."""
+    for name in table.column_names:
+        digest.update(name.encode())
+        if name == "image":
+            for data in _image_bytes(table):
+                digest.update(len(data).to_bytes(8, "little"))
+                digest.update(data)
+        else:
+            digest.update(repr(table.column(name).to_pylist()).encode())
+
+
+class _HFSink:
+    """``save_to_disk``'s layout, written batch by batch: data-NNNNN-of-NNNNN.arrow, dataset_info.json, state.json.
+
+    ``datasets`` writes the metadata files itself (saving a dataset of no rows with the features); the rows go
+    to data files beside them. A ``save_to_disk`` of every row would map them all into this process's memory.
+    """
+
+    def __init__(self, folder: Path, features):
+        import datasets
+        from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        quiet = are_progress_bars_disabled()
+        disable_progress_bars()  # "Saving the dataset (0/0 shards)" would only confuse
+        try:
+            datasets.Dataset.from_dict({k: [] for k in features}, features=features).save_to_disk(str(folder))
+        finally:
+            if not quiet:
+                enable_progress_bars()
+        self.folder, self.features, self.max_bytes = folder, features, MAX_SHARD_BYTES
+        self.files: list[Path] = []
+        self.writer, self.size = None, 0
+        self.digest = hashlib.blake2b(digest_size=8)  # the dataset's fingerprint: evaluate's cache key reads it
+
+    def write(self, table) -> None:
+        if self.writer is None or self.size >= self.max_bytes:
+            self._next_file()
+        self.writer.write_table(table)
+        self.size += table.nbytes
+        _update_digest(self.digest, table)
+
+    def _next_file(self) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        self._end_file()
+        self.files.append(self.folder / f".data-{len(self.files):05d}.arrow")
+        self.writer, self.size = ArrowWriter(features=self.features, path=str(self.files[-1])), 0
+
+    def _end_file(self) -> None:
+        if self.writer is not None:
+            self.writer.finalize()
+            self.close()
+
+    def finish(self) -> None:
+        if self.writer is None:
+            self._next_file()  # no rows: load_from_disk still needs one data file
+        self._end_file()
+        names = [f"data-{i:05d}-of-{len(self.files):05d}.arrow" for i in range(len(self.files))]
+        for path, name in zip(self.files, names):
+            path.rename(self.folder / name)
+        state = json.loads((self.folder / "state.json").read_text())
+        state.update(_data_files=[{"filename": name} for name in names], _fingerprint=self.digest.hexdigest())
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _ParquetSink:
+    """train-NNNNN-of-NNNNN.parquet files of ``rows`` rows; the schema carries the features (class names)."""
+
+    def __init__(self, folder: Path, features):
+        folder.mkdir()
+        self.folder, self.schema, self.rows = folder, features.arrow_schema, PARQUET_ROWS
+        self.files: list[Path] = []
+        self.writer, self.count = None, 0
+
+    def write(self, table) -> None:
+        while table.num_rows:
+            if self.writer is None or self.count >= self.rows:
+                self._next_file()
+            part = table.slice(0, self.rows - self.count)
+            self.writer.write_table(part)
+            self.count += part.num_rows
+            table = table.slice(part.num_rows)
+
+    def _next_file(self) -> None:
+        import pyarrow.parquet as pq
+
+        self.close()
+        self.files.append(self.folder / f".train-{len(self.files):05d}.parquet")
+        self.writer, self.count = pq.ParquetWriter(str(self.files[-1]), self.schema), 0
+
+    def finish(self) -> None:
+        if self.writer is None:
+            self._next_file()  # no rows: one file with the schema, so readers see the columns
+        self.close()
+        for i, path in enumerate(self.files):
+            path.rename(self.folder / f"train-{i:05d}-of-{len(self.files):05d}.parquet")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _ImageFolderSink:
+    """``CLASS/000000.png`` per image plus ``metadata.csv`` (loadable by ``datasets``' imagefolder)."""
+
+    def __init__(self, folder: Path, features):
+        folder.mkdir(exist_ok=True)
+        self.folder, self.root = folder, folder.resolve()
+        self.classes = features["label"].names
+        self.dirs = safe_names(self.classes)
+        self.fh = open(folder / "metadata.csv", "w", newline="", encoding="utf-8")
+        self.csv = csv.writer(self.fh)
+        self.csv.writerow(["file_name", "label", "class_name", "seed", "index"])
+
+    def write(self, table) -> None:
+        columns = [table.column(name).to_pylist() for name in ("label", "seed", "index")]
+        for image, label, seed, index in zip(_image_bytes(table), *columns):
+            rel = Path(self.dirs[label]) / f"{index:06d}.png"
+            target = (self.folder / rel).resolve()
+            if self.root not in target.parents:  # belt and braces: safe_names already forbids this
+                raise SynthaugError(f"class name {self.classes[label]!r} would escape {self.folder}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(image)
+            self.csv.writerow([rel.as_posix(), label, self.classes[label], seed, index])
+
+    def finish(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _dataset_tables(dataset) -> Iterator:
+    from datasets.table import embed_table_storage
+
+    for table in dataset.with_format("arrow").iter(batch_size=BATCH_ROWS):
+        yield embed_table_storage(table)  # images given by path are stored by value, as save_to_disk does
 
 
 def write_imagefolder(dataset, folder: Path) -> Path:
-    """``CLASS/000000.png`` per image plus ``metadata.csv`` (loadable by ``datasets``' imagefolder)."""
-    import csv
-
-    classes = dataset.features["label"].names
-    dirs = safe_names(classes)
-    root = folder.resolve()
-    with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file_name", "label", "class_name", "seed", "index"])
-        plain = dataset.cast_column("image", _raw_image())
-        for row in plain:
-            rel = Path(dirs[row["label"]]) / f"{row['index']:06d}.png"
-            target = (folder / rel).resolve()
-            if root not in target.parents:  # belt and braces: safe_names already forbids this
-                raise SynthaugError(f"class name {classes[row['label']]!r} would escape {folder}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(row["image"]["bytes"])
-            writer.writerow([rel.as_posix(), row["label"], classes[row["label"]], row["seed"], row["index"]])
+    """A ``datasets.Dataset`` of ``synthetic_features`` → ``CLASS/000000.png`` files plus ``metadata.csv``."""
+    with contextlib.closing(_ImageFolderSink(folder, dataset.features)) as sink:
+        for table in _dataset_tables(dataset):
+            sink.write(table)
     return folder
 
 
-def _raw_image():
+def write_synthetic(data, out_dir: Path, formats: Iterable[str], card: str, *, features=None,
+                    files: dict[str, str] | None = None) -> Path:
+    """Write ``out_dir`` atomically: the HF dataset (always, so load_from_disk works), the other formats, the
+    card (README.md) and ``files`` (name → text), so the folder appears only with all of them.
+
+    ``data`` is a ``datasets.Dataset`` or tables of ``features`` (``synthetic_batches``), read once and
+    written to every format as they come: memory holds one table, whatever the number of rows.
+    """
     import datasets
 
-    return datasets.Image(decode=False)
-
-
-def write_synthetic(dataset, out_dir: Path, formats: Iterable[str], card: str) -> Path:
-    """Write ``out_dir`` atomically: the HF dataset (always, so load_from_disk works), the other formats and the card."""
+    if isinstance(data, datasets.Dataset):
+        features, data = data.features, _dataset_tables(data)
     formats = list(formats)
-    with atomic_dir(out_dir) as tmp:
-        dataset.save_to_disk(str(tmp))
+    with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(contextlib.closing(_HFSink(tmp, features)))]
         if "parquet" in formats:
-            write_parquet(dataset, tmp / "parquet")
+            sinks.append(stack.enter_context(contextlib.closing(_ParquetSink(tmp / "parquet", features))))
         if "imagefolder" in formats:
-            (tmp / "imagefolder").mkdir()
-            write_imagefolder(dataset, tmp / "imagefolder")
-        with writing(tmp / "README.md"):
-            (tmp / "README.md").write_text(card, encoding="utf-8")
+            sinks.append(stack.enter_context(contextlib.closing(_ImageFolderSink(tmp / "imagefolder", features))))
+        for table in data:
+            for sink in sinks:
+                sink.write(table)
+        for sink in sinks:
+            sink.finish()
+        for name, text in {"README.md": card, **(files or {})}.items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return out_dir
+
+
+def _size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value for ``n`` rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
 
 
 def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, int], counts: dict[str, int],
                  settings: dict[str, Any], provenance: dict[str, Any], acceptance: dict[str, float] | None = None,
-                 formats: Sequence[str] = ("hf",)) -> str:
-    """A Hugging Face dataset card (YAML header + markdown) that says plainly the images are synthetic."""
+                 formats: Sequence[str] = ("hf",), note: str | None = None) -> str:
+    """A Hugging Face dataset card (YAML header + markdown) that says plainly the images are synthetic.
+    ``note``: a paragraph after the counts (why an empty set has no images, say)."""
     import yaml
 
     header = {
         "tags": ["synthetic", "synthaug", "diffusion", "image-classification"],
         "task_categories": ["image-classification"],
-        "size_categories": ["n<1K" if sum(counts.values()) < 1000 else "1K<n<10K" if sum(counts.values()) < 10_000 else "10K<n<100K"],
+        "size_categories": [_size_category(sum(counts.values()))],
     }
     rows = "\n".join(
         f"| {c} | {real_counts.get(c, 0)} | {counts.get(c, 0)} |"
@@ -273,6 +501,7 @@ def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, in
     acc_rule = "---|" if acceptance else ""
     prov = "\n".join(f"- **{k}**: `{v}`" for k, v in provenance.items())
     gen = "\n".join(f"- **{k}**: `{v}`" for k, v in settings.items())
+    remark = f"\n{note}\n" if note else ""
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
 ---
@@ -290,7 +519,7 @@ real objects. Do not use them as evaluation data, and keep them apart from real 
 {rows}
 
 Total synthetic images: {sum(counts.values())}.
-
+{remark}
 ## How they were made
 
 {gen}

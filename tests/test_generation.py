@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import SMOKE, copy_run
 from pytorch_lightning.callbacks import Callback
 
 import synthaug
@@ -20,19 +20,11 @@ from synthaug import stages
 from synthaug.config import load_recipe
 from synthaug.errors import Interrupted
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 
-
-@pytest.fixture(scope="module")
-def model_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("gen") / "trained"
-    stages.train(load_recipe(SMOKE, out=run), progress=False)
-    return run
-
-
-def copy_run(model_run: Path, dest: Path) -> Path:
-    shutil.copytree(model_run, dest, ignore=shutil.ignore_patterns("synthetic*"))
-    return dest
+@pytest.fixture
+def model_run(smoke_model: Path) -> Path:
+    """The session's smoke model (tests/conftest.py): copied (``copy_run``) before anything writes to it."""
+    return smoke_model
 
 
 def images(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +163,7 @@ def test_judge_filter_keeps_only_confident_samples(model_run: Path, tmp_path: Pa
 def test_novelty_filter_drops_near_copies_and_keeps_new_images(model_run: Path, tmp_path: Path):
     import json
 
-    from synthaug.evaluation import nearest_neighbour_ratio
+    from synthaug.quality import nearest_neighbour_ratio
 
     # Variations at strength 0.05 are near-copies of their real sources (ratio 0.15-0.34 on this model):
     # nearly all fail the test, refills too, and the quota goes unmet, which the card states, rather than
@@ -237,7 +229,7 @@ def test_a_model_at_its_own_resolution_writes_images_at_the_data_size(tmp_path: 
                   - fit_arrays(at8, 16)[..., 0].astype(int)).max() <= 1
 
     # Variations start from real images at the data size, fitted down to the UNet's 8 px.
-    var = copy_run(run, tmp_path / "var")
+    var = copy_run(run, tmp_path / "var", "synthetic*")
     vds = gen(var, "generate.mode=variation", "generate.strength=0.05", "generate.steps=20")
     assert {im.size for im in vds["image"]} == {(16, 16)}
     x, _, ids, _ = stages.real_arrays(load_recipe(var))

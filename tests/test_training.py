@@ -16,7 +16,7 @@ from diffusers import UNet2DModel
 from pytorch_lightning.callbacks import Callback
 from safetensors.torch import load_file
 
-from synthaug import stages
+from synthaug import runs, stages
 from synthaug.cli import cli
 from synthaug.config import ModelConfig, load_recipe
 from synthaug.diffusion import load_base_unet
@@ -96,10 +96,10 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path: Path, monkeypatc
     monkeypatch.setattr(pl.Trainer, "__init__", real_init)
     assert not (parts / "model").exists()
     # The stop lands on the step boundary after the signal (7, or 8 if the signal came after the check).
-    assert stages.checkpoint_step(parts / "checkpoints" / "last.ckpt") in (7, 8)
+    assert runs.checkpoint_step(parts / "checkpoints" / "last.ckpt") in (7, 8)
 
     stages.train(recipe(parts), resume=True, progress=False)
-    assert stages.checkpoint_step(parts / "checkpoints" / "last.ckpt") == 20
+    assert runs.checkpoint_step(parts / "checkpoints" / "last.ckpt") == 20
     a, b = saved_weights(whole), saved_weights(parts)
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -109,7 +109,7 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path: Path, monkeypatc
 def test_max_minutes_stops_cleanly_and_saves(tmp_path: Path):
     run = tmp_path / "budget"
     stages.train(recipe(run, "train.max_steps=100000", "train.max_minutes=0.05"), progress=False)
-    step = stages.checkpoint_step(run / "checkpoints" / "last.ckpt")
+    step = runs.checkpoint_step(run / "checkpoints" / "last.ckpt")
     assert 0 < step < 100000
     assert saved_weights(run), "a usable model is saved at the budget"
 
@@ -187,4 +187,4 @@ def test_ddp_on_two_cpu_processes_trains_and_saves(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world_size: 2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
     assert saved_weights(tmp_path / "ddp")
-    assert stages.checkpoint_step(tmp_path / "ddp" / "checkpoints" / "last.ckpt") == 20
+    assert runs.checkpoint_step(tmp_path / "ddp" / "checkpoints" / "last.ckpt") == 20

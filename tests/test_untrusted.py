@@ -12,21 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import SMOKE, invoke
 from PIL import Image
 
 import synthaug
-from synthaug import stages
-from synthaug.cli import cli
-from synthaug.config import load_recipe
 from synthaug.errors import SynthaugError
 
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 PACKAGE = Path(synthaug.__file__).resolve().parent
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="synthaug")
 
 
 def assert_refused(result, *expected: str) -> None:
@@ -55,11 +47,10 @@ def marker(tmp_path: Path) -> Path:
     assert not path.exists(), "an untrusted file executed code"
 
 
-@pytest.fixture(scope="module")
-def model_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("untrusted") / "run"
-    stages.train(load_recipe(SMOKE, out=run), progress=False)
-    return run
+@pytest.fixture
+def model_run(smoke_model: Path) -> Path:
+    """The session's smoke model (tests/conftest.py): tests copy it before planting anything."""
+    return smoke_model
 
 
 def plant_pickle(unet_dir: Path, marker: Path) -> None:
