@@ -16,7 +16,7 @@ from torch import nn
 
 from synthaug.config import load_recipe
 from synthaug.data import load_real_data
-from synthaug.lightning import MixedDataModule
+from synthaug.torch_data import MixedDataModule
 
 
 class LitClassifier(pl.LightningModule):

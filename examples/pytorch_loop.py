@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from synthaug import mix
 from synthaug.config import load_recipe
 from synthaug.data import load_real_data
-from synthaug.mixing import TorchView
+from synthaug.torch_data import TorchView
 
 
 def main() -> None:

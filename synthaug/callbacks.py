@@ -95,8 +95,9 @@ class SampleGrid(Callback):
         step = trainer.global_step
         if step % self.every or not trainer.is_global_zero:
             return
-        from synthaug.grids import save_grid
-        from synthaug.sampling import Generator, derive_seed
+        from synthaug.images import save_grid
+        from synthaug.sampling import Generator
+        from synthaug.seeds import derive_seed
 
         unet = pl_module.sampling_unet().to(pl_module.device)
         gen = Generator(unet, pl_module.scheduler, {"classes": self.classes, "null_class_id": len(self.classes)},

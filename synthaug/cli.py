@@ -169,10 +169,11 @@ def train(recipe, resume, overwrite):
 def generate(recipe, resume, overwrite, shard):
     """Sample class-balanced synthetic images → RUN_DIR/synthetic."""
     from synthaug import stages
+    from synthaug.runs import RunDir
 
     dataset = stages.generate(recipe, resume=resume or shard is not None, overwrite=overwrite, shard=_shard(shard))
     if dataset is not None:
-        click.echo(f"synthetic dataset: {recipe.run_dir / stages.SYNTHETIC} ({len(dataset)} images)")
+        click.echo(f"synthetic dataset: {RunDir(recipe.run_dir).synthetic} ({len(dataset)} images)")
 
 
 @cli.command()
@@ -205,13 +206,16 @@ def run(recipe, resume, overwrite):
 def _headline(report_dir: Path) -> None:
     import json
 
-    metrics = json.loads((report_dir / "metrics.json").read_text())
+    from synthaug.runs import RunDir
+
+    run = RunDir(report_dir.parent)
+    metrics = json.loads(run.metrics.read_text())
     arms, lift = metrics.get("arms", {}), metrics.get("lift", {})
 
     def f1(arm):
         return arms.get(arm, {}).get("macro_f1", {}).get("mean")
 
-    click.echo(f"synthetic dataset: {report_dir.parent / 'synthetic'}")
+    click.echo(f"synthetic dataset: {run.synthetic}")
     click.echo(f"report: {report_dir / 'index.html'}")
     if f1("real") is not None and f1("real+synthetic") is not None:
         click.echo(f"macro-F1: real {f1('real'):.3f} → real+synthetic {f1('real+synthetic'):.3f} "

@@ -27,11 +27,6 @@ from synthaug.images import content_hashes, to_model_input
 from synthaug.seeds import step_seed
 from synthaug.sources import SourceReport, labelled_dataset, load_source
 
-# isort: split
-# Temporary: moved names that files the lead has not updated yet import from here.
-from synthaug.images import convert_mode, open_image, resize_crop, to_array  # noqa: F401
-from synthaug.sources import load_imagefolder  # noqa: F401
-
 # Ids of a separate data.test_source's rows (synthetic rows start at stages.SYNTHETIC_ID_OFFSET = 10**12).
 TEST_SOURCE_ID_OFFSET = 10**11
 

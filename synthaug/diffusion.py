@@ -21,8 +21,8 @@ from diffusers.training_utils import EMAModel
 
 from synthaug import __version__
 from synthaug.config import ModelConfig, TrainConfig
-from synthaug.data import step_seed
 from synthaug.errors import SynthaugError
+from synthaug.seeds import step_seed
 
 META_FILE = "synthaug.json"
 NORMALIZATION = {"mean": 0.5, "std": 0.5}  # pixels in [0, 1] → (x − 0.5) / 0.5 ∈ [−1, 1]

@@ -15,8 +15,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 
-from synthaug.config import Recipe
-from synthaug.sampling import Generator, PlanRow, derive_seed
+from synthaug.config import GenerateConfig, Recipe
+from synthaug.sampling import Generator, PlanRow
+from synthaug.seeds import derive_seed
 from synthaug.writers import write_shard
 
 
@@ -155,6 +156,34 @@ def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer
     return meter.images_per_second
 
 
+class PlanSampler:
+    """Samples plan rows into the shards of ``parts_dir``: the first pass of ``generate`` and every refill
+    round of the filters call it. In variation mode each row starts from a real training image
+    (``variation_sources``); ``rates`` collects the images per second of each call."""
+
+    def __init__(self, generator: Generator, parts_dir: Path, cfg: GenerateConfig, trainer_kwargs: dict, *,
+                 seed: int, autocast: bool, train: tuple[np.ndarray, np.ndarray, np.ndarray], progress: bool = True):
+        self.generator, self.parts_dir, self.cfg, self.trainer_kwargs = generator, parts_dir, cfg, trainer_kwargs
+        self.seed, self.autocast, self.progress = seed, autocast, progress
+        self.train_x, self.train_y, self.train_ids = train
+        self.rates: list[float] = []
+
+    def __call__(self, rows: list[PlanRow], total: int) -> None:
+        g = self.cfg
+        sources = source_index = None
+        if g.mode == "variation":
+            source_rows = variation_sources(self.train_y, rows, self.seed)
+            sources, source_index = self.train_x[source_rows], [int(self.train_ids[i]) for i in source_rows]
+        self.rates.append(run_plan(
+            self.generator, rows, self.parts_dir, self.trainer_kwargs, sampler=g.sampler, steps=g.steps,
+            guidance=g.guidance, batch_size=g.batch_size, strength=g.strength, autocast=self.autocast,
+            sources=sources, source_index=source_index, total=total, progress=self.progress))
+
+    @property
+    def images_per_second(self) -> float:
+        return float(np.mean(self.rates)) if self.rates else 0.0
+
+
 # --------------------------------------------------------------------------------------------- filters
 
 
@@ -177,7 +206,7 @@ def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
 
 def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
     """The judge's softmax probability of each image's own label → float32 (N,)."""
-    from synthaug.classifiers import to_model_input
+    from synthaug.images import to_model_input
 
     out = []
     with torch.inference_mode():
@@ -192,7 +221,7 @@ def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], clas
 
     Two tests, each applied when set. ``min_confidence``: a judge trained on the real training split gives
     the sample its label with at least this probability. ``min_novelty``: the sample is no near-copy, its
-    nearest / second-nearest training-image distance ratio (``evaluation.nearest_neighbour_ratio``, the
+    nearest / second-nearest training-image distance ratio (``quality.nearest_neighbour_ratio``, the
     report's memorization test) is at least this. Each round plans, per class, enough extra rows (new
     indices, so new seeds) to cover the shortfall at the class's acceptance rate so far, for at most
     ``filter.max_tries`` rounds. The shards are scored batch by batch, so memory holds one batch of images.
@@ -248,8 +277,8 @@ def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], clas
 
 def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, train_x: np.ndarray | None) -> None:
     """Fill ``scores`` at the plan positions of ``entries``, one batch of decoded images at a time."""
+    from synthaug.images import decode_png
     from synthaug.quality import nearest_neighbour_ratio
-    from synthaug.writers import decode_png
 
     for table in parts.tables(entries):
         positions = table.column("position").to_numpy()

@@ -10,20 +10,16 @@ order is re-mapped onto the real one.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from synthaug.errors import SynthaugError
+from synthaug.errors import SynthaugError, did_you_mean
 
 MIXED_COLUMNS = ("image", "label", "synthetic", "weight")
-DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.5}  # uint8 → [−1, 1], as the diffusion model sees images
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -138,7 +134,7 @@ def as_dataset(data, what: str):
     """A ``datasets.Dataset`` or something that names one → the ``Dataset``.
 
     Strings with a source scheme (``builtin:digits``, ``imagefolder:DIR``, ``hf:…``, ``csv:…``) go through
-    ``synthaug.data.load_source``; a folder of class folders is read as an image folder; any other path
+    ``synthaug.sources.load_source``; a folder of class folders is read as an image folder; any other path
     through ``load_synthetic``.
     """
     import datasets
@@ -150,7 +146,7 @@ def as_dataset(data, what: str):
     if not isinstance(data, (str, Path)):
         raise SynthaugError(f"{what}: expected a datasets.Dataset or a path, got {type(data).__name__}")
     from synthaug.config import SOURCE_SCHEMES
-    from synthaug.data import load_imagefolder, load_source
+    from synthaug.sources import load_imagefolder, load_source
 
     if isinstance(data, str) and data.split(":", 1)[0] in SOURCE_SCHEMES and ":" in data:
         return load_source(data)[0]
@@ -161,7 +157,7 @@ def as_dataset(data, what: str):
     return load_synthetic(path)
 
 
-def _check_columns(ds, what: str) -> list[str]:
+def check_columns(ds, what: str) -> list[str]:
     import datasets
 
     missing = [c for c in ("image", "label") if c not in ds.column_names]
@@ -182,16 +178,15 @@ def align_labels(ds, classes: Sequence[str], what: str = "synthetic"):
     """Re-map ``ds``'s labels onto ``classes`` by class name; a class not in ``classes`` is an error."""
     import datasets
 
-    names = _check_columns(ds, what)
+    names = check_columns(ds, what)
     classes = list(classes)
     if names == classes:
         return ds
     unknown = [n for n in names if n not in classes]
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], classes, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise SynthaugError(
-            f"{what}: classes {unknown} are missing from the real classes {classes}{did}; "
+            f"{what}: classes {unknown} are missing from the real classes {classes}"
+            f"{did_you_mean(unknown[0], classes, quoted=True)}; "
             "rename them or drop their rows"
         )
     mapping = np.array([classes.index(n) for n in names], dtype=np.int64)
@@ -239,7 +234,7 @@ def mix(real, synthetic, ratio: float | None = None, weight: float | None = None
     import datasets
 
     real_ds, synthetic_ds = as_dataset(real, "real"), as_dataset(synthetic, "synthetic")
-    classes = _check_columns(real_ds, "real")
+    classes = check_columns(real_ds, "real")
     synthetic_ds = align_labels(synthetic_ds, classes, "synthetic")
     weight = 1.0 if weight is None else float(weight)
     if not (math.isfinite(weight) and weight >= 0):
@@ -257,67 +252,6 @@ def mix(real, synthetic, ratio: float | None = None, weight: float | None = None
             synthetic_ds = synthetic_ds.select(keep)
     mixed = datasets.concatenate_datasets([_tagged(real_ds, False, 1.0), _tagged(synthetic_ds, True, weight)])
     return mixed.select_columns(list(MIXED_COLUMNS))
-
-
-# --------------------------------------------------------------------------------------------- torch
-
-
-def decode_image(cell: dict, row: int, image_size: int | None, channels: int | None) -> np.ndarray:
-    """One ``Image(decode=False)`` cell → uint8 (H, W, C): converted to ``channels``, fitted to ``image_size``."""
-    from synthaug.data import convert_mode, open_image, resize_crop
-
-    with open_image(cell, row) as img:
-        img = convert_mode(img, channels or (1 if img.mode in GREY_MODES else 3))
-        if image_size is not None:
-            img = resize_crop(img, image_size)
-        arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-class TorchView(torch.utils.data.Dataset):
-    """A ``datasets.Dataset`` as a torch ``Dataset`` of ``(image, label)`` for a plain PyTorch loop.
-
-    ``image`` is float32 (C, H, W) equal to ``(x / 255 − mean) / std`` with ``mean``/``std`` from the model's
-    ``synthaug.json`` ``normalization`` when ``model_dir`` is given (also the default ``image_size`` and
-    ``channels``), else mean = std = 0.5 (pixels in [−1, 1]). ``label`` is the int class id.
-
-    Args:
-        dataset: a ``datasets.Dataset`` with ``image`` and ``label`` (e.g. ``mix(...)``), or a path.
-        model_dir: a trained model folder (``run_dir/model``).
-        image_size: fit images to ``image_size × image_size`` (resize the short side, centre-crop);
-            default: the model's size, or no resizing without a model.
-        channels: 1 (grey) or 3 (RGB); default: the model's, or each image's own mode without a model.
-    """
-
-    def __init__(self, dataset, model_dir: str | Path | None = None, image_size: int | None = None,
-                 channels: int | None = None):
-        import datasets
-
-        ds = as_dataset(dataset, "dataset")
-        self.classes = _check_columns(ds, "dataset")
-        norm = DEFAULT_NORMALIZATION
-        if model_dir is not None:
-            from synthaug.diffusion import read_meta
-
-            meta = read_meta(model_dir)
-            image_size = image_size or int(meta["image_size"])
-            channels = channels or int(meta["channels"])
-            norm = meta.get("normalization", DEFAULT_NORMALIZATION)
-        if channels not in (None, 1, 3):
-            raise SynthaugError(f"TorchView: channels must be 1 or 3, got {channels}")
-        self.image_size, self.channels = image_size, channels
-        self.mean = torch.as_tensor(norm["mean"], dtype=torch.float32).reshape(-1, 1, 1)
-        self.std = torch.as_tensor(norm["std"], dtype=torch.float32).reshape(-1, 1, 1)
-        self.images = ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
-        self.labels = np.asarray(ds["label"], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        arr = decode_image(self.images[int(i)]["image"], int(i), self.image_size, self.channels)
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
-        return (x - self.mean) / self.std, int(self.labels[i])
 
 
 # --------------------------------------------------------------------------------------------- hub
@@ -364,3 +298,16 @@ def push_synthetic_to_hub(path: str | Path, repo_id: str, private: bool = True, 
         path_or_fileobj=str(card).encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
         repo_type="dataset", commit_message="Add the synthaug dataset card",
     )
+
+
+def __getattr__(name: str):
+    # TorchView moved to synthaug.torch_data with MixedDataModule; the old import path keeps working.
+    if name == "TorchView":
+        import warnings
+
+        from synthaug.torch_data import TorchView
+
+        warnings.warn("synthaug.mixing.TorchView moved to synthaug.torch_data.TorchView", DeprecationWarning,
+                      stacklevel=2)
+        return TorchView
+    raise AttributeError(f"module 'synthaug.mixing' has no attribute {name!r}")

@@ -24,7 +24,7 @@ from synthaug.errors import SynthaugError
 from synthaug.io import atomic_write_text
 
 MODEL, CHECKPOINTS, LOGS, CACHE, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "cache", "synthetic", "report"
-GENERATION, METRICS, LOSS_LOG = "generation.json", "metrics.json", "metrics.csv"
+PARTS, GENERATION, METRICS, LOSS_LOG = "synthetic.parts", "generation.json", "metrics.json", "metrics.csv"
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ class RunDir:
     @property
     def synthetic(self) -> Path:
         return self.root / SYNTHETIC
+
+    @property
+    def parts(self) -> Path:
+        """``synthetic.parts/``: generation in progress (plan.json and one shard per finished batch)."""
+        return self.root / PARTS
 
     @property
     def generation(self) -> Path:

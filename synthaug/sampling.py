@@ -6,7 +6,6 @@ seed, its class and its index — not on the batch size, the number of processes
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,9 @@ from diffusers import (
 from PIL import Image
 
 from synthaug.config import QuotaConfig
-from synthaug.errors import SynthaugError
+from synthaug.errors import SynthaugError, did_you_mean
+from synthaug.images import fit_arrays, to_model_input, to_pil, to_uint8
+from synthaug.seeds import derive_seed
 
 # --------------------------------------------------------------------------------------------- quotas
 
@@ -48,10 +49,7 @@ def plan_quotas(real_counts: dict[str, int], quota: QuotaConfig) -> dict[str, in
         return {c: int(round(quota.ratio * n)) for c, n in real_counts.items()}
     unknown = sorted(set(quota.counts) - set(classes))
     if unknown:
-        import difflib
-
-        hint = difflib.get_close_matches(unknown[0], classes, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        did = did_you_mean(unknown[0], classes, quoted=True)
         raise SynthaugError(f"generate.quota.counts: unknown class {unknown[0]!r}{did}; classes are {classes}")
     return {c: int(quota.counts.get(c, 0)) for c in classes}
 
@@ -64,12 +62,6 @@ def empty_quota_note(real_counts: dict[str, int], quota: QuotaConfig) -> str:
                 f"real count, and every class already has {top} real training images.")
     asked = quota.model_dump(exclude_none=True)
     return f"No synthetic images were needed: `generate.quota` {asked} asks for none in any class."
-
-
-def derive_seed(seed: int, label: int, index: int) -> int:
-    """The seed of the ``index``-th synthetic image of class ``label``: a 63-bit hash, stable across versions."""
-    digest = hashlib.blake2b(f"synthaug/{seed}/{label}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass(frozen=True, slots=True)  # slots: a plan of 100,000 rows in ~7 MB, not ~25
@@ -210,26 +202,6 @@ def _takes_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [−1, 1] → uint8 (B, H, W, C)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def to_pil(array: np.ndarray) -> Image.Image:
-    """uint8 (H, W, C) → a PIL image ('L' for one channel)."""
-    return Image.fromarray(array[..., 0], mode="L") if array.shape[-1] == 1 else Image.fromarray(array, mode="RGB")
-
-
-def fit_arrays(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (B, H, W, C) → (B, size, size, C), each image fitted as real images are (``data.resize_crop``)."""
-    if images.shape[1:3] == (size, size):
-        return images
-    from synthaug.data import resize_crop
-
-    channels = images.shape[-1]
-    return np.stack([np.asarray(resize_crop(to_pil(a), size)).reshape(size, size, channels) for a in images])
-
-
 def bf16_supported() -> bool:
     """Whether this CPU has native bf16 matmul (AVX512-BF16/AMX), where bf16 autocast pays off."""
     try:
@@ -291,7 +263,7 @@ class Generator:
         init_t = None
         if init is not None:
             init = fit_arrays(init, self.sample_size)
-            init_t = torch.from_numpy(np.ascontiguousarray(init)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            init_t = to_model_input(init)
         images = denoise(
             self.unet, make_scheduler(sampler, self.training_scheduler.config),
             torch.as_tensor(list(labels), dtype=torch.long), generators,
@@ -324,7 +296,7 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
     """
     schedule = generator.training_scheduler
     real = fit_arrays(real, generator.sample_size)  # the model's own resolution; frames are fitted back below
-    x0 = torch.from_numpy(np.ascontiguousarray(real)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x0 = to_model_input(real)
     gens = [torch.Generator().manual_seed(derive_seed(seed, int(c), 0)) for c in labels]
     noise = initial_noise(tuple(x0.shape[1:]), gens)
     ts = np.linspace(0, schedule.config.num_train_timesteps - 1, frames).round().astype(int)

@@ -19,7 +19,6 @@ from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text
 from synthaug.runs import (
     LOGS,
-    SYNTHETIC,  # noqa: F401 - cli.py reads stages.SYNTHETIC until it moves to RunDir
     RunDir,
     loss_rows,
     prepend_log,
@@ -304,15 +303,15 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     or None when this process ran one shard of several and others remain."""
     import datasets
 
-    from synthaug.generation import filter_samples, run_plan, variation_sources
-    from synthaug.sampling import Generator, bf16_supported, build_plan, plan_quotas
+    from synthaug.diffusion import check_model_fits_data
+    from synthaug.generation import PlanSampler, filter_samples
+    from synthaug.sampling import Generator, bf16_supported, build_plan, empty_quota_note, plan_quotas
     from synthaug.workers import exit_if_reimported_in_worker
     from synthaug.writers import (
-        PARTS,
-        dataset_card,
+        Parts,
         open_parts,
-        read_parts,
-        table_to_dataset,
+        synthetic_batches,
+        synthetic_features,
         write_synthetic,
     )
 
@@ -323,13 +322,9 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     check_architecture(recipe, "model")
     if _refuse_existing(out.synthetic, overwrite, resume, "a synthetic dataset"):
         return datasets.load_from_disk(str(out.synthetic))
-    parts = recipe.run_dir / PARTS
-    leader = is_global_zero()
-    if overwrite and leader:
-        shutil.rmtree(parts, ignore_errors=True)
-
     g = recipe.generate
     generator = Generator.from_pretrained(out.model)
+    check_model_fits_data(out.model, generator.meta, recipe.data.image_size, recipe.data.channels)
     classes = data_classes(recipe)  # checked before decoding: decoding writes run_dir/cache
     if generator.classes != classes:
         raise SynthaugError(
@@ -337,65 +332,70 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
             "retrain with --overwrite"
         )
     x, y, ids, data = real_arrays(recipe)
-    save_recipe(recipe, recipe.run_dir)
     real_counts = dict(zip(data.classes, data.train_counts))
-    quotas = plan_quotas(real_counts, g.quota)
+    quotas = plan_quotas(real_counts, g.quota)  # may refuse (an unknown class): before anything is written
     rows = build_plan([quotas[c] for c in data.classes], recipe.seed)
+    parts = out.parts
+    leader = is_global_zero()
+    if overwrite and leader:
+        shutil.rmtree(parts, ignore_errors=True)
+    save_recipe(recipe, recipe.run_dir)
     fingerprint = {
         "seed": recipe.seed, "model": _model_digest(out.model), "rows": len(rows),
         "generate": g.model_dump(mode="json", exclude={"batch_size", "formats"}),
     }
     done = open_parts(parts, fingerprint, resume=resume or not leader)
     todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
-
-    autocast = g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported())
     started = time.perf_counter()
-    rates = []
-
-    def sample(batch_rows, total):
-        sources = source_index = None
-        if g.mode == "variation":
-            source_rows = variation_sources(y, batch_rows, recipe.seed)
-            sources, source_index = x[source_rows], [int(ids[i]) for i in source_rows]
-        rates.append(run_plan(generator, batch_rows, parts, trainer_kwargs(recipe), sampler=g.sampler,
-                              steps=g.steps, guidance=g.guidance, batch_size=g.batch_size, strength=g.strength,
-                              autocast=autocast, sources=sources, source_index=source_index, total=total,
-                              progress=progress))
-
+    sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
+                         autocast=g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported()),
+                         progress=progress)
     if todo:
         sample(todo, len(rows))
     if not leader:
         return None  # rank 0 assembles the dataset from every rank's shards
-    table = read_parts(parts)
-    written = 0 if table is None else int(np.sum(table.column("position").to_numpy() < len(rows)))
+    index = Parts.read(parts)  # positions, labels and indices only: the images stay in the shards
+    written = int(np.sum(index.position < len(rows)))
     if written < len(rows):
         if shard is not None:
             print(f"shard {shard[0]}/{shard[1]} done; {len(rows) - written} plan rows remain for other shards")
             return None
         raise SynthaugError(f"generation stopped with {written}/{len(rows)} images; rerun with --resume to finish")
 
-    acceptance = None
-    if g.filter.min_confidence is not None or g.filter.min_novelty is not None:
-        table, acceptance = filter_samples(recipe, table, quotas, data.classes, x, y, ids, sample)
-    rate = float(np.mean(rates)) if rates else 0.0
+    take, scores, acceptance = None, None, None
+    if rows and (g.filter.min_confidence is not None or g.filter.min_novelty is not None):
+        index, take, scores, acceptance = filter_samples(recipe, parts, quotas, data.classes, x, y, ids, sample)
     settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
-    dataset = table_to_dataset(table, data.classes, settings)
-    counts = dict(zip(data.classes, np.bincount(np.asarray(dataset["label"]), minlength=len(data.classes)).tolist()))
-    card = dataset_card(
-        name=recipe.name, classes=data.classes, real_counts=real_counts, counts=counts,
-        settings={**settings, "strength": g.strength if g.mode == "variation" else None,
-                  "images_per_second": round(rate, 2)},
-        provenance={"recipe_hash": recipe.digest(), "model": str(out.model), "model_digest": fingerprint["model"],
-                    "seed": recipe.seed, "seed_rule": "derive_seed(seed, label, index) (synthaug.sampling)",
-                    "synthaug_version": _version()},
-        acceptance=acceptance, formats=g.formats,
-    )
-    write_synthetic(dataset, out.synthetic, g.formats, card)
-    atomic_write_text(out.generation, json.dumps(
-        {"counts": counts, "images_per_second": rate, "seconds": time.perf_counter() - started,
-         "acceptance": acceptance, **settings}, indent=2))
+    labels = index.label if take is None else index.label[take]
+    counts = dict(zip(data.classes, np.bincount(labels, minlength=len(data.classes)).tolist()))
+    note = None if rows else empty_quota_note(real_counts, g.quota)
+    card = _synthetic_card(recipe, data.classes, real_counts, counts, settings, sample.images_per_second,
+                           acceptance, fingerprint, note)
+    info = {"counts": counts, "images_per_second": sample.images_per_second,
+            "seconds": time.perf_counter() - started, "acceptance": acceptance, **settings}
+    write_synthetic(synthetic_batches(index, take, data.classes, settings, scores), out.synthetic, g.formats, card,
+                    features=synthetic_features(data.classes), files={out.generation.name: json.dumps(info, indent=2)})
     shutil.rmtree(parts, ignore_errors=True)
     return datasets.load_from_disk(str(out.synthetic))
+
+
+def _synthetic_card(recipe: Recipe, classes: list[str], real_counts: dict[str, int], counts: dict[str, int],
+                    settings: dict[str, Any], rate: float, acceptance: dict[str, float] | None,
+                    fingerprint: dict[str, Any], note: str | None) -> str:
+    """The dataset card of ``run_dir/synthetic``: counts, how the images were made, provenance."""
+    from synthaug.writers import dataset_card
+
+    g = recipe.generate
+    return dataset_card(
+        name=recipe.name, classes=classes, real_counts=real_counts, counts=counts,
+        settings={**settings, "strength": g.strength if g.mode == "variation" else None,
+                  "images_per_second": round(rate, 2)},
+        provenance={"recipe_hash": recipe.digest(), "model": str(RunDir(recipe.run_dir).model),
+                    "model_digest": fingerprint["model"], "seed": recipe.seed,
+                    "seed_rule": "derive_seed(seed, label, index) (synthaug.seeds)",
+                    "synthaug_version": _version()},
+        acceptance=acceptance, formats=g.formats, note=note,
+    )
 
 
 def _version() -> str:

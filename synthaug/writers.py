@@ -31,30 +31,14 @@ from typing import Any
 import numpy as np
 
 from synthaug.errors import SynthaugError
+from synthaug.images import png_bytes
 from synthaug.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
-PARTS = "synthetic.parts"
 PLAN_FILE = "plan.json"
 BATCH_ROWS = 256  # rows per table while streaming: what assembly holds in memory, besides a few shards
 MAX_OPEN_SHARDS = 8  # shards kept read while streaming rows out of plan order (one per rank in plan order)
 MAX_SHARD_BYTES = 500 * 2**20  # per data file of the HF dataset, datasets' own default for save_to_disk
 PARQUET_ROWS = 10_000  # per parquet file
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    from synthaug.sampling import to_pil
-
-    buf = io.BytesIO()
-    to_pil(array).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        arr = np.asarray(img)
-    return arr[..., None] if arr.ndim == 2 else arr
 
 
 # --------------------------------------------------------------------------------------------- shards

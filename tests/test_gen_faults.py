@@ -103,7 +103,7 @@ def test_a_damaged_model_description_is_refused_with_one_line(case: str, run: Pa
 
 def test_the_python_api_and_torchview_check_the_description_too(run: Path):
     import synthaug
-    from synthaug.mixing import TorchView
+    from synthaug.torch_data import TorchView
 
     edit_meta(run, image_size=20000)
     with pytest.raises(SynthaugError, match="image_size 20000 is not a whole number"):

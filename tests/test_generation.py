@@ -207,7 +207,8 @@ def test_a_model_at_its_own_resolution_writes_images_at_the_data_size(tmp_path: 
     run writes (samples, variations) is fitted to data.image_size = 16 exactly as real images are."""
     import json
 
-    from synthaug.sampling import Generator, fit_arrays
+    from synthaug.images import fit_arrays
+    from synthaug.sampling import Generator
 
     run = tmp_path / "own"
     recipe = load_recipe(SMOKE, overrides=["data.image_size=16", "model.sample_size=8"], out=run)

@@ -15,7 +15,8 @@ import pytest
 from helpers import copy_run
 from PIL import Image
 
-from synthaug.data import load_real_data, load_source
+from synthaug.data import load_real_data
+from synthaug.sources import load_source
 
 
 def peak_rss_of(args: list[str]) -> tuple[int, float]:

@@ -19,7 +19,8 @@ from PIL import Image
 
 import synthaug
 from synthaug.errors import SynthaugError
-from synthaug.mixing import TorchView, load_synthetic, push_synthetic_to_hub
+from synthaug.mixing import load_synthetic, push_synthetic_to_hub
+from synthaug.torch_data import TorchView
 
 CLASSES = ["cat", "dog", "eel"]
 CODE = {"cat": 0, "dog": 1, "eel": 2, "cow": 3}  # synthetic pixel value = 10 × code + index
@@ -187,7 +188,7 @@ def test_load_synthetic_refuses_other_folders(tmp_path):
 
 
 def module(**kwargs):
-    from synthaug.lightning import MixedDataModule
+    from synthaug.torch_data import MixedDataModule
 
     args = {"fraction": 0.25, "batch_size": 8, "weight": 0.5, "seed": 3, "steps_per_epoch": 4, **kwargs}
     dm = MixedDataModule(real_dataset(counts=(6, 6, 6)), synthetic_dataset(), **args)
@@ -333,3 +334,19 @@ def test_push_synthetic_to_hub_refuses_a_broken_card(tmp_path, monkeypatch):
     (out / "README.md").write_text("---\ntags: [unclosed\n---\n# card\n", encoding="utf-8")
     with pytest.raises(SynthaugError, match="YAML header is invalid"):
         push_synthetic_to_hub(out, "me/tiny-synthetic")
+
+
+def test_the_old_import_paths_still_work_and_say_where_the_names_moved():
+    import importlib
+    import sys
+
+    from synthaug import torch_data
+
+    sys.modules.pop("synthaug.lightning", None)
+    with pytest.warns(DeprecationWarning, match="synthaug.torch_data"):
+        lightning = importlib.import_module("synthaug.lightning")
+    assert lightning.MixedDataModule is torch_data.MixedDataModule
+    import synthaug.mixing
+
+    with pytest.warns(DeprecationWarning, match="synthaug.torch_data.TorchView"):
+        assert synthaug.mixing.TorchView is torch_data.TorchView

@@ -66,7 +66,7 @@ def test_sample_grids_during_training_at_the_model_resolution(tmp_path: Path):
     import numpy as np
     from PIL import Image
 
-    from synthaug.grids import grid_image
+    from synthaug.images import grid_image
 
     stages.train(recipe(tmp_path, "train.sample_every=10", "data.image_size=16", "model.sample_size=8"),
                  progress=False)
