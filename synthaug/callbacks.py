@@ -84,12 +84,13 @@ class GracefulStop(Callback):
 
 
 class SampleGrid(Callback):
-    """Every ``every`` steps, save a grid of EMA samples (one row per class) as ``step-NNNNNN.png``."""
+    """Every ``every`` steps, save a grid of EMA samples (one row per class) as ``step-NNNNNN.png``, drawn
+    with the sampler, steps and guidance the recipe generates with, so the grids show what ``generate`` makes."""
 
     def __init__(self, folder: Path, every: int, classes: list[str], per_class: int = 8, steps: int = 20,
-                 guidance: float = 2.0, seed: int = 0):
+                 guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0):
         self.folder, self.every, self.classes = Path(folder), every, classes
-        self.per_class, self.steps, self.guidance, self.seed = per_class, steps, guidance, seed
+        self.per_class, self.steps, self.guidance, self.sampler, self.seed = per_class, steps, guidance, sampler, seed
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -105,6 +106,6 @@ class SampleGrid(Callback):
         labels = [c for c in range(len(self.classes)) for _ in range(self.per_class)]
         seeds = [derive_seed(self.seed, c, i) for c in range(len(self.classes)) for i in range(self.per_class)]
         with torch.random.fork_rng():
-            images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps)
+            images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps, sampler=self.sampler)
         save_grid(images.reshape(len(self.classes), self.per_class, *images.shape[1:]),
                   self.folder / f"step-{step:06d}.png", row_labels=self.classes)

@@ -19,6 +19,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from synthaug.errors import SynthaugError
 from synthaug.io import atomic_write_text
@@ -110,6 +111,70 @@ def read_checkpoint(path: Path) -> dict:
 def checkpoint_step(path: Path) -> int:
     """The global step a checkpoint was saved at (read safely, see ``read_checkpoint``)."""
     return int(read_checkpoint(path)["global_step"])
+
+
+# What the trained weights' shapes and meaning depend on: changing one makes a checkpoint or model of the run
+# another model. ``data.image_size`` counts through ``model.sample_size`` when that is unset.
+ARCHITECTURE_KEYS = ("model.base", "model.block_out_channels", "model.layers_per_block", "model.attention",
+                     "model.prediction_type", "model.sample_size", "data.channels")
+
+
+def _architecture(recipe) -> dict[str, Any]:
+    values = {}
+    for key in ARCHITECTURE_KEYS:
+        section, name = key.split(".")
+        values[key] = getattr(getattr(recipe, section), name)
+    values["model.sample_size"] = recipe.model_size
+    return values
+
+
+def check_architecture(recipe, what: str) -> None:
+    """Refuse to continue a run whose model keys changed since it was made (``what`` names what exists).
+
+    The run's ``recipe.yaml`` is the model's provenance; nothing is written before this check.
+    """
+    from synthaug.config import RECIPE_FILE, validate_recipe
+    from synthaug.recipe_yaml import read_yaml
+
+    path = recipe.run_dir / RECIPE_FILE
+    if not path.is_file():
+        return
+    try:
+        before = validate_recipe(read_yaml(path), origin=str(path))
+    except SynthaugError:
+        return  # a recipe this version cannot read: check_checkpoint_fits still guards resuming
+    old, new = _architecture(before), _architecture(recipe)
+    changed = [key for key in ARCHITECTURE_KEYS if old[key] != new[key]]
+    if changed:
+        key = changed[0]
+        if key == "model.sample_size" and before.model.sample_size is None and recipe.model.sample_size is None:
+            key = "data.image_size"  # the resolution came from the data size in both recipes
+            old[key], new[key] = before.data.image_size, recipe.data.image_size
+        raise SynthaugError(
+            f"{recipe.run_dir}: {key} changed from {old[key]!r} to {new[key]!r} but the run's {what} was made "
+            f"with {old[key]!r}; set it back, or rerun with --overwrite to start the model afresh"
+        )
+
+
+def check_checkpoint_fits(module, saved: dict, path: Path, num_classes: int) -> None:
+    """Refuse a checkpoint whose classes or weights do not fit the model the recipe builds, naming the first
+    mismatch (read with ``read_checkpoint``; ``module`` is the freshly built LightningModule)."""
+    embeds = saved["state_dict"].get("unet.class_embedding.weight")
+    if embeds is not None and embeds.shape[0] != num_classes + 1:
+        raise SynthaugError(
+            f"{path}: the checkpoint to resume has {embeds.shape[0] - 1} classes but the data "
+            f"has {num_classes}; restore the data the run was trained on, or rerun with --overwrite"
+        )
+    mine = module.state_dict()
+    theirs = saved["state_dict"]
+    for name, tensor in mine.items():
+        other = theirs.get(name)
+        if other is None or tuple(other.shape) != tuple(tensor.shape):
+            got = "missing" if other is None else f"shape {tuple(other.shape)}"
+            raise SynthaugError(
+                f"{path}: the checkpoint does not fit the model the recipe builds ({name}: {got}, the recipe "
+                f"needs {tuple(tensor.shape)}); restore the run's model keys, or rerun with --overwrite"
+            )
 
 
 def read_log(path: Path, before_step: int) -> list[dict[str, str]]:

@@ -20,6 +20,8 @@ from synthaug.io import atomic_write_text
 from synthaug.runs import (
     LOGS,
     RunDir,
+    check_architecture,
+    check_checkpoint_fits,
     loss_rows,
     prepend_log,
     read_checkpoint,
@@ -125,63 +127,6 @@ def data_classes(recipe: Recipe) -> list[str]:
 # --------------------------------------------------------------------------------------------- train
 
 
-# What the trained weights' shapes and meaning depend on: changing one makes a checkpoint or model of the run
-# another model. ``data.image_size`` counts through ``model.sample_size`` when that is unset.
-ARCHITECTURE_KEYS = ("model.base", "model.block_out_channels", "model.layers_per_block", "model.attention",
-                     "model.prediction_type", "model.sample_size", "data.channels")
-
-
-def _architecture(recipe: Recipe) -> dict[str, Any]:
-    values = {}
-    for key in ARCHITECTURE_KEYS:
-        section, name = key.split(".")
-        values[key] = getattr(getattr(recipe, section), name)
-    values["model.sample_size"] = recipe.model_size
-    return values
-
-
-def check_architecture(recipe: Recipe, what: str) -> None:
-    """Refuse to continue a run whose model keys changed since it was made (``what`` names what exists).
-
-    The run's ``recipe.yaml`` is the model's provenance; nothing is written before this check.
-    """
-    from synthaug.config import RECIPE_FILE, validate_recipe
-    from synthaug.recipe_yaml import read_yaml
-
-    path = recipe.run_dir / RECIPE_FILE
-    if not path.is_file():
-        return
-    try:
-        before = validate_recipe(read_yaml(path), origin=str(path))
-    except SynthaugError:
-        return  # a recipe this version cannot read: the state-dict check in train() still guards resuming
-    old, new = _architecture(before), _architecture(recipe)
-    changed = [key for key in ARCHITECTURE_KEYS if old[key] != new[key]]
-    if changed:
-        key = changed[0]
-        if key == "model.sample_size" and before.model.sample_size is None and recipe.model.sample_size is None:
-            key = "data.image_size"  # the resolution came from the data size in both recipes
-            old[key], new[key] = before.data.image_size, recipe.data.image_size
-        raise SynthaugError(
-            f"{recipe.run_dir}: {key} changed from {old[key]!r} to {new[key]!r} but the run's {what} was made "
-            f"with {old[key]!r}; set it back, or rerun with --overwrite to start the model afresh"
-        )
-
-
-def _check_state_dict(module, saved: dict, path: Path) -> None:
-    """Refuse a checkpoint whose weights do not fit the model the recipe builds, naming the first mismatch."""
-    mine = module.state_dict()
-    theirs = saved["state_dict"]
-    for name, tensor in mine.items():
-        other = theirs.get(name)
-        if other is None or tuple(other.shape) != tuple(tensor.shape):
-            got = "missing" if other is None else f"shape {tuple(other.shape)}"
-            raise SynthaugError(
-                f"{path}: the checkpoint does not fit the model the recipe builds ({name}: {got}, the recipe "
-                f"needs {tuple(tensor.shape)}); restore the run's model keys, or rerun with --overwrite"
-            )
-
-
 def build_module(recipe: Recipe, classes: list[str]):
     from synthaug.diffusion import ClassConditionalDiffusion, build_unet, load_base_unet
 
@@ -195,17 +140,11 @@ def build_module(recipe: Recipe, classes: list[str]):
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
+    from synthaug.data import LabelledImageDataModule
+    from synthaug.diffusion import save_model
     from synthaug.workers import exit_if_reimported_in_worker
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-    from pytorch_lightning.loggers import CSVLogger
-
-    from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid
-    from synthaug.data import LabelledImageDataModule
-    from synthaug.diffusion import save_model
-
     out = RunDir(recipe.run_dir)
     if out.model.exists() and not resume and not overwrite:
         raise SynthaugError(f"{out.model} exists (a trained model); rerun with --overwrite to retrain or --resume")
@@ -224,13 +163,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     _seed_everything(recipe.seed)  # the UNet's initial weights come from the global RNG
     module = build_module(recipe, classes)
     if saved is not None:
-        embeds = saved["state_dict"].get("unet.class_embedding.weight")
-        if embeds is not None and embeds.shape[0] != len(classes) + 1:
-            raise SynthaugError(
-                f"{out.last_checkpoint}: the checkpoint to resume has {embeds.shape[0] - 1} classes but the data "
-                f"has {len(classes)}; restore the data the run was trained on, or rerun with --overwrite"
-            )
-        _check_state_dict(module, saved, out.last_checkpoint)
+        check_checkpoint_fits(module, saved, out.last_checkpoint, len(classes))
     x, y, _, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
     if overwrite and is_global_zero():
         for path in (out.model, out.checkpoints, out.logs):
@@ -241,6 +174,30 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     t = recipe.train
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
                                          start_step=start_step)
+    trainer, stop = _training_trainer(recipe, data.classes, progress)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        if earlier_log and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh; keep the steps before
+            prepend_log(out.loss_log, earlier_log)
+    trainer.save_checkpoint(out.last_checkpoint)
+    if stop.requested:
+        raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
+    if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
+        save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
+                   recipe.data.channels)
+    return out.model
+
+
+def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
+    """The Lightning ``Trainer`` of the diffusion model (checkpoints, logs, grids) → (trainer, its GracefulStop)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.loggers import CSVLogger
+
+    from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid
+
+    out, t, g = RunDir(recipe.run_dir), recipe.train, recipe.generate
     stop = GracefulStop()
     callbacks = [
         stop,
@@ -248,10 +205,11 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                         save_last=True, save_top_k=-1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
     ]
-    if progress:  # tqdm, not Rich: Rich's refresh thread took ~13% of a 2-core machine's training time
+    if progress:  # tqdm, not Rich: Rich's refresh thread slowed training on a 2-core machine
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if t.sample_every:
-        callbacks.append(SampleGrid(out.logs / "samples", every=t.sample_every, classes=data.classes))
+        callbacks.append(SampleGrid(out.logs / "samples", every=t.sample_every, classes=classes, steps=g.steps,
+                                    guidance=g.guidance, sampler=g.sampler, seed=recipe.seed))
     trainer = pl.Trainer(
         **trainer_kwargs(recipe),
         max_steps=t.max_steps,
@@ -265,18 +223,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()],
     )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    finally:
-        if earlier_log and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh; keep the steps before
-            prepend_log(out.loss_log, earlier_log)
-    trainer.save_checkpoint(out.last_checkpoint)
-    if stop.requested:
-        raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
-    if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
-        save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
-                   recipe.data.channels)
-    return out.model
+    return trainer, stop
 
 
 # --------------------------------------------------------------------------------------------- generate
