@@ -149,7 +149,7 @@ class TrainConfig(_Section):
     label_dropout: float = Field(0.1, ge=0.0, le=1.0)
     snr_gamma: float | None = Field(5.0, gt=0)
     # Sampling weight of class c is proportional to n_c^-class_balance: 0 = natural frequencies,
-    # 1 = fully balanced batches. Full balance makes the model copy tail images (FINDINGS.md).
+    # 1 = fully balanced batches. Full balance makes the model copy tail images (docs/BENCHMARKS.md).
     class_balance: float = Field(0.5, ge=0.0, le=1.0)
     augment: list[dict[str, dict[str, Any] | None]] = Field([], max_length=AUGMENT_MAX_ITEMS)
     freeze: list[Literal["down_blocks", "mid_block"]] = []

@@ -91,8 +91,8 @@ _THRESHOLD = {"thresholding": True, "dynamic_thresholding_ratio": 0.995, "sample
 _SCHEDULERS = {
     # DPM-Solver++ (Lu et al. 2022), 2nd-order multistep, in its SDE form: each step re-injects fresh noise
     # (from each image's own generator). On the cosine schedule the first steps start where the signal is
-    # ~0 and an epsilon model's clean-image estimate is poor; the ODE form carries that error to the end
-    # (demo model, 20 steps, judge accuracy 0.745), the SDE form washes it out (0.955; DDPM 250: 0.965).
+    # ~0 and an epsilon model's clean-image estimate is poor; the ODE form carries that error to the end,
+    # the SDE form washes it out (docs/BENCHMARKS.md, bench_samplers, has the judge accuracies).
     "dpmpp": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_THRESHOLD}),
     "dpmpp-ode": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2, **_THRESHOLD}),
     # DDIM (Song et al. 2021); set_alpha_to_one=False keeps the last step's noise level honest.
@@ -118,9 +118,8 @@ def make_scheduler(name: str, training_config: dict):
 
 # --------------------------------------------------------------------------------------------- the loop
 
-# The UNet's throughput per image on a CPU peaks near 256 rows per call (16×16 demo UNet, 2 cores: 333,
-# 410, 419, 468, 353 image-passes/s at 32, 64, 128, 256, 512 rows), so a guided batch of 256 images
-# (512 rows) runs as two calls.
+# The UNet's throughput per image on a CPU peaks near 256 rows per call (docs/BENCHMARKS.md, bench_sample),
+# so a guided batch of 256 images (512 rows) runs as two calls.
 MAX_FORWARD = 256
 
 

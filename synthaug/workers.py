@@ -133,8 +133,8 @@ def _spilled(arrays: dict[str, np.ndarray], scratch: Path | None) -> Iterator[Pa
 def _init_worker(parent_pid: int, folder: str, setup: Callable, setup_args: tuple) -> None:
     """Pool initializer. The worker ends with its parent; ignores SIGINT, which a terminal's Ctrl-C
     sends to the whole process group (the parent stops the workers, and no worker prints a traceback);
-    ends at once on SIGTERM; trains on one thread (two 1-thread processes out-run one 2-thread one,
-    FINDINGS.md); and maps the data once per worker rather than receiving it once per task."""
+    ends at once on SIGTERM; trains on one thread (two 1-thread processes out-run one 2-thread one on a
+    CPU); and maps the data once per worker rather than receiving it once per task."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
