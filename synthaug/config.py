@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synthaug.errors import SynthaugError, did_you_mean, shorten
 from synthaug.recipe_yaml import apply_overrides, read_yaml
-
-RECIPE_FILE = "recipe.yaml"
+from synthaug.runs import RECIPE_FILE
 
 # Keys and choices are short words, where one slip costs a large share of the letters; difflib's 0.6
 # would miss some of them.

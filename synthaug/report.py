@@ -51,9 +51,10 @@ from synthaug.plots import (
     plot_per_class_f1,
     plot_samples,
 )
-from synthaug.runs import METRICS
+from synthaug.runs import METRICS, RECIPE_FILE
 
-RECIPE, ASSETS, LOSS, INDEX = "recipe.yaml", "assets.npz", "loss.csv", "index.html"
+ASSETS, LOSS, INDEX = "assets.npz", "loss.csv", "index.html"
+RECIPE = RECIPE_FILE  # the recipe, copied beside the metrics it produced
 
 
 # ------------------------------------------------------------------------------------------- inputs

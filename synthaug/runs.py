@@ -25,7 +25,8 @@ from synthaug.errors import SynthaugError
 from synthaug.io import atomic_write_text
 
 MODEL, CHECKPOINTS, LOGS, CACHE, SYNTHETIC, REPORT = "model", "checkpoints", "logs", "cache", "synthetic", "report"
-PARTS, GENERATION, METRICS, LOSS_LOG = "synthetic.parts", "generation.json", "metrics.json", "metrics.csv"
+RECIPE_FILE, PARTS, GENERATION = "recipe.yaml", "synthetic.parts", "generation.json"
+METRICS, LOSS_LOG, SAMPLE_GRIDS = "metrics.json", "metrics.csv", "samples"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class RunDir:
     """Where each stage's outputs live below ``root`` (a recipe's ``run_dir``)."""
 
     root: Path
+
+    @property
+    def recipe(self) -> Path:
+        """The resolved recipe: the run's provenance (config.save_recipe)."""
+        return self.root / RECIPE_FILE
 
     @property
     def model(self) -> Path:
@@ -53,6 +59,11 @@ class RunDir:
     @property
     def loss_log(self) -> Path:
         return self.logs / LOSS_LOG
+
+    @property
+    def sample_grids(self) -> Path:
+        """PNG grids drawn during training (``train.sample_every``)."""
+        return self.logs / SAMPLE_GRIDS
 
     @property
     def decode_cache(self) -> Path:
@@ -133,10 +144,10 @@ def check_architecture(recipe, what: str) -> None:
 
     The run's ``recipe.yaml`` is the model's provenance; nothing is written before this check.
     """
-    from synthaug.config import RECIPE_FILE, validate_recipe
+    from synthaug.config import validate_recipe
     from synthaug.recipe_yaml import read_yaml
 
-    path = recipe.run_dir / RECIPE_FILE
+    path = RunDir(recipe.run_dir).recipe
     if not path.is_file():
         return
     try:

@@ -208,7 +208,7 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
     if progress:  # tqdm, not Rich: Rich's refresh thread slowed training on a 2-core machine
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if t.sample_every:
-        callbacks.append(SampleGrid(out.logs / "samples", every=t.sample_every, classes=classes, steps=g.steps,
+        callbacks.append(SampleGrid(out.sample_grids, every=t.sample_every, classes=classes, steps=g.steps,
                                     guidance=g.guidance, sampler=g.sampler, seed=recipe.seed))
     trainer = pl.Trainer(
         **trainer_kwargs(recipe),
