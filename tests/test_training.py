@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from diffusers import UNet2DModel
+from helpers import SMOKE
 from pytorch_lightning.callbacks import Callback
 from safetensors.torch import load_file
 
@@ -21,8 +22,6 @@ from synthaug.cli import cli
 from synthaug.config import ModelConfig, load_recipe
 from synthaug.diffusion import load_base_unet
 from synthaug.errors import Interrupted
-
-SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 
 
 def recipe(tmp_path: Path, *overrides: str):
