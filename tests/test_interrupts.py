@@ -30,7 +30,7 @@ from helpers import SMOKE, copy_run
 from safetensors.torch import load_file
 from test_eval_faults import descendants, pool_workers, wait_until_gone
 
-from synthaug import stages
+from synthaug import runs, stages
 from synthaug.cli import cli
 from synthaug.config import load_recipe
 
@@ -118,12 +118,12 @@ def test_interrupted_training_resumes_to_the_same_weights(sig, trained_uninterru
     args = ["train", SMOKE, "--out", run, *(x for o in TRAIN for x in ("--set", o))]
     line = interrupt(tmp_path, args, lambda pid: any((run / "checkpoints").glob("step-*.ckpt")), sig)
     assert "training stopped at step" in line and "--resume" in line
-    stopped = stages.checkpoint_step(run / "checkpoints" / "last.ckpt")
+    stopped = runs.checkpoint_step(run / "checkpoints" / "last.ckpt")
     assert 10 <= stopped < 120, stopped
     assert not (run / "model").exists(), "no model is saved from an interrupted run"
 
     resume("train", run, "--resume")
-    assert stages.checkpoint_step(run / "checkpoints" / "last.ckpt") == 120
+    assert runs.checkpoint_step(run / "checkpoints" / "last.ckpt") == 120
     a, b = weights(trained_uninterrupted), weights(run)
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
