@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import html
 import io
 import json
 import re
@@ -464,6 +465,12 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def _markdown_text(text: str) -> str:
+    """Text from the data (class names, the run's name) as literal text in a card: the Hub renders markdown
+    to HTML, so HTML is escaped, and a ``|`` would split a table cell."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
 def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, int], counts: dict[str, int],
                  settings: dict[str, Any], provenance: dict[str, Any], acceptance: dict[str, float] | None = None,
                  formats: Sequence[str] = ("hf",), note: str | None = None) -> str:
@@ -477,7 +484,7 @@ def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, in
         "size_categories": [_size_category(sum(counts.values()))],
     }
     rows = "\n".join(
-        f"| {c} | {real_counts.get(c, 0)} | {counts.get(c, 0)} |"
+        f"| {_markdown_text(c)} | {real_counts.get(c, 0)} | {counts.get(c, 0)} |"
         + (f" {acceptance.get(c, 1.0):.0%} |" if acceptance else "")
         for c in classes
     )
@@ -485,12 +492,12 @@ def dataset_card(*, name: str, classes: Sequence[str], real_counts: dict[str, in
     acc_rule = "---|" if acceptance else ""
     prov = "\n".join(f"- **{k}**: `{v}`" for k, v in provenance.items())
     gen = "\n".join(f"- **{k}**: `{v}`" for k, v in settings.items())
-    remark = f"\n{note}\n" if note else ""
+    remark = f"\n{_markdown_text(note)}\n" if note else ""
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
 ---
 
-# {name}: synthetic images
+# {_markdown_text(name)}: synthetic images
 
 **These images are synthetic.** They were sampled from a class-conditional diffusion model trained by
 [synthaug](https://github.com/synthaug/synthaug) on a small real dataset; they are not photographs or scans of

@@ -248,3 +248,16 @@ def test_streaming_in_plan_order_reads_each_shard_once(tmp_path: Path, monkeypat
     positions = np.concatenate([t.column("position").to_numpy() for t in index.tables(rows=64)])
     assert positions.tolist() == list(range(700))
     assert len(reads) == len(set(reads)) == len(index.paths) - 1, "the duplicate shard is never needed"
+
+
+def test_class_names_are_literal_text_in_the_dataset_card():
+    """The Hub renders the card's markdown to HTML: a class name is shown as written, never run as HTML."""
+    from synthaug.writers import dataset_card
+
+    classes = ["<script>alert(1)</script>", "a|b", "plain"]
+    card = dataset_card(name="run<b>", classes=classes, real_counts=dict.fromkeys(classes, 3),
+                        counts=dict.fromkeys(classes, 2), settings={}, provenance={},
+                        note="class '<script>alert(1)</script>' needs none")
+    assert "<script>" not in card and "<b>" not in card
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 3 | 2 |" in card
+    assert "| a\\|b | 3 | 2 |" in card and "| plain | 3 | 2 |" in card
