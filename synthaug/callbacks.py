@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from synthaug.errors import Interrupted
@@ -109,3 +109,12 @@ class SampleGrid(Callback):
             images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps, sampler=self.sampler)
         save_grid(images.reshape(len(self.classes), self.per_class, *images.shape[1:]),
                   self.folder / f"step-{step:06d}.png", row_labels=self.classes)
+
+
+class StageProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar named after the stage, ``train``, not ``Epoch 0``: training here is one stream
+    of steps (``data.StepBatches``), not epochs."""
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("train")

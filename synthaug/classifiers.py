@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from synthaug.budget import resolve_steps
 from synthaug.config import EvaluateConfig
 from synthaug.images import to_model_input
 from synthaug.seeds import run_seeds
@@ -269,6 +271,14 @@ class FitResult:
     best_step: int | None  # step of the kept weights; None = the final weights (no validation slice)
 
 
+def classifier_accelerator(accelerator: str = "auto") -> str:
+    """The Lightning accelerator the classifiers train on: ``compute.accelerator``, with ``auto`` meaning a
+    CUDA GPU when there is one, else the CPU (where arm runs go to one-thread worker processes)."""
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator
+
+
 def fit_classifier(
     data: EvalData,
     val: EvalData | None,
@@ -278,12 +288,16 @@ def fit_classifier(
     steps: int,
     seed: int,
     classic: bool,
+    accelerator: str = "cpu",
 ) -> FitResult:
     """Train a fresh classifier for exactly ``steps`` optimizer steps on ``data``.
 
     Batches are drawn by ``EndlessShuffle`` so data size never limits the steps. With a non-empty
-    ``val``, the model is checked every ``steps / 10`` steps and the best weights are kept.
+    ``val``, the model is checked every ``steps / 10`` steps and the best weights are kept. On a GPU
+    (``accelerator="gpu"``) the same seeds give a deterministic model too, though not the CPU's.
     """
+    if accelerator != "cpu":  # deterministic cuBLAS needs a fixed workspace (torch's reproducibility notes)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     seeds = run_seeds(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds["init"])
@@ -300,7 +314,7 @@ def fit_classifier(
     with _quiet_lightning():
         trainer = pl.Trainer(
             max_steps=steps,
-            accelerator="cpu",
+            accelerator=accelerator,
             devices=1,
             logger=False,
             enable_checkpointing=False,
@@ -323,11 +337,11 @@ def fit_classifier(
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Class predictions (N,) for uint8 images (N, H, W, C)."""
+    """Class predictions (N,) for uint8 images (N, H, W, C), on the device the model is on."""
     model.eval()
-    preds = [
-        model(to_model_input(x[i : i + PREDICT_BATCH])).argmax(dim=1) for i in range(0, len(x), PREDICT_BATCH)
-    ]
+    device = next(model.parameters()).device
+    preds = [model(to_model_input(x[i : i + PREDICT_BATCH]).to(device)).argmax(dim=1).cpu()
+             for i in range(0, len(x), PREDICT_BATCH)]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -356,13 +370,16 @@ def classification_metrics(preds: np.ndarray, target: np.ndarray, num_classes: i
 # ---------------------------------------------------------------------------------------------- judge
 
 
-def train_judge(train: EvalData, num_classes: int, cfg: EvaluateConfig, seed: int) -> torch.nn.Module:
+def train_judge(
+    train: EvalData, num_classes: int, cfg: EvaluateConfig, seed: int, accelerator: str = "cpu"
+) -> torch.nn.Module:
     """A classifier trained on all real training images (classic augmentation, ``cfg.judge_steps``
     steps, final weights) that judges the synthetic images. Returns a ``LitClassifier`` in eval mode.
 
     One torch thread, like the arms: the same judge whatever the machine's core count.
     """
+    cfg = resolve_steps(cfg, len(train))
     with one_thread():
         return fit_classifier(
-            train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True
+            train, None, num_classes, cfg, steps=cfg.judge_steps, seed=seed, classic=True, accelerator=accelerator
         ).model

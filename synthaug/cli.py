@@ -96,10 +96,16 @@ def _recipe_command(fn):
     ``fn(recipe, resume=, overwrite=, **its own options)`` with the loaded recipe (not at all for --dry-run)."""
 
     @functools.wraps(fn)  # keeps fn's name, help text and its own click options
-    def command(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run, **options):
+    def command(recipe_or_run_dir, overrides, out, overwrite, resume, dry_run, verbose, **options):
+        from synthaug import console
+
+        console.configure(verbose)
         recipe = _load(recipe_or_run_dir, overrides, out, resume, overwrite, dry_run)
         return fn(recipe, resume=resume, overwrite=overwrite, **options)
 
+    command = click.option("-v", "--verbose", is_flag=True,
+                           help="Also show the libraries' own output: Lightning's banners and model summaries, "
+                                "deprecation warnings.")(command)
     command = click.option("--dry-run", is_flag=True, help="Print the resolved recipe and stop.")(command)
     command = click.option("--resume", is_flag=True, help="Finish what an interrupted command started.")(command)
     command = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(command)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -286,7 +286,10 @@ ARMS = (
 
 class EvaluateConfig(_Section):
     classifier: Literal["cnn", "resnet18"] = "cnn"
-    steps: int = Field(2000, ge=1)
+    # auto: classifier steps scaled to the real training set (synthaug.budget.auto_steps), the same for every arm
+    steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # a budget the judge and every arm run share: steps shrink alike when they would not fit (synthaug.budget)
+    max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2.0e-3, gt=0, le=1.0)
     seeds: list[int] = [0, 1, 2]
@@ -294,7 +297,7 @@ class EvaluateConfig(_Section):
     workers: int = Field(2, ge=1, description="parallel one-thread worker processes for arms x seeds")
     flips: bool = False  # digits and text must not be flipped; natural images may
     memorization_threshold: float = Field(1 / 3, gt=0, lt=1)
-    judge_steps: int = Field(2000, ge=1)
+    judge_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: as many as steps
     # Loss weight of a synthetic row next to a real one in the real+synthetic arms (He et al. 2023).
     synthetic_weight: float = Field(1.0, gt=0.0, le=1.0)
 

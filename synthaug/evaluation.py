@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from synthaug.budget import resolve_steps
 from synthaug.classifiers import classification_metrics, fit_classifier, one_thread, predict
 from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import EnvironmentFailure, SynthaugError
@@ -206,17 +207,20 @@ class ArmRun:
     best_step: int | None
     train_ids: np.ndarray  # ids of every training row (repeats for oversampled rows)
     val_ids: np.ndarray  # ids of the validation slice
+    preds: np.ndarray  # int64 class predictions on the test split, (N_test,): for paired statistics
 
     def to_json(self) -> dict:
         return {"arm": self.arm, "seed": self.seed, "metrics": self.metrics, "steps": self.steps,
                 "images_seen": self.images_seen, "best_step": self.best_step,
-                "train_size": len(self.train_ids), "val_ids": self.val_ids.tolist()}
+                "train_size": len(self.train_ids), "val_ids": self.val_ids.tolist(),
+                "preds": self.preds.tolist()}
 
     @classmethod
     def from_json(cls, d: dict) -> ArmRun:
         # Training ids are not kept in the cache (the leak check ran when the run was made).
         return cls(d["arm"], d["seed"], d["metrics"], d["steps"], d["images_seen"], d["best_step"],
-                   np.zeros(d["train_size"], dtype=np.int64), np.asarray(d["val_ids"], dtype=np.int64))
+                   np.zeros(d["train_size"], dtype=np.int64), np.asarray(d["val_ids"], dtype=np.int64),
+                   np.asarray(d["preds"], dtype=np.int64))
 
     def summary(self) -> dict:
         return {
@@ -236,12 +240,15 @@ def run_arm(
     synthetic: EvalData | None,
     num_classes: int,
     cfg: EvaluateConfig,
+    accelerator: str = "cpu",
 ) -> ArmRun:
     """Train one arm at one seed and score it on the test split.
 
     The validation slice comes from ``train`` (real rows) with a split that depends on the seed only,
-    so every arm at a seed is selected on the same slice. Trains on one torch thread (``one_thread``).
+    so every arm at a seed is selected on the same slice. Trains on one torch thread (``one_thread``), or
+    on ``accelerator`` (a Lightning accelerator name; ``classifiers.classifier_accelerator``).
     """
+    cfg = resolve_steps(cfg, len(train))
     leaked = np.intersect1d(train.ids, test.ids)
     if len(leaked):
         raise SynthaugError(
@@ -251,17 +258,19 @@ def run_arm(
     real_fit, val = train.take(fit_idx), train.take(val_idx)
     data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight)
     with one_thread():
-        fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic)
-        metrics = classification_metrics(predict(fit.model, test.x), test.y, num_classes)
-    return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids)
+        fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic,
+                             accelerator=accelerator)
+        preds = predict(fit.model, test.x)
+    metrics = classification_metrics(preds, test.y, num_classes)
+    return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids, preds)
 
 
 # --------------------------------------------------------------------------------------- the arm cache
 
-CACHE_FORMAT = 2  # bump when ArmRun's JSON changes: entries of another format then sit in other folders
+CACHE_FORMAT = 3  # bump when ArmRun's JSON changes: entries of another format then sit in other folders
 _HASH_CHUNK_BYTES = 1 << 24
 # Settings no arm's result depends on: changing them must not retrain anything.
-_NOT_ARM_SETTINGS = frozenset({"arms", "seeds", "workers", "judge_steps", "memorization_threshold"})
+_NOT_ARM_SETTINGS = frozenset({"arms", "seeds", "workers", "judge_steps", "memorization_threshold", "max_minutes"})
 
 
 def _hash_array(h, a: np.ndarray) -> None:
@@ -275,12 +284,14 @@ def _hash_array(h, a: np.ndarray) -> None:
 
 
 def arms_fingerprint(
-    parts: tuple[EvalData, ...], num_classes: int, cfg: EvaluateConfig, *, synthetic: bool
+    parts: tuple[EvalData, ...], num_classes: int, cfg: EvaluateConfig, *, synthetic: bool,
+    accelerator: str = "cpu",
 ) -> str:
     """A digest of the content of everything an arm reads: the images, labels, ids and weights of
-    ``parts`` and the classifier settings (``synthetic_weight`` only for arms with synthetic data)."""
+    ``parts``, the classifier settings (``synthetic_weight`` only for arms with synthetic data) and the
+    accelerator (a GPU's float sums differ from the CPU's)."""
     exclude = set(_NOT_ARM_SETTINGS) | (set() if synthetic else {"synthetic_weight"})
-    settings = {"format": CACHE_FORMAT, "classes": num_classes,
+    settings = {"format": CACHE_FORMAT, "classes": num_classes, "accelerator": accelerator,
                 "evaluate": cfg.model_dump(mode="json", exclude=exclude)}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for data in parts:
@@ -289,14 +300,15 @@ def arms_fingerprint(
     return h.hexdigest()[:16]
 
 
-def _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg) -> dict[tuple[str, int], Path]:
+def _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator) -> dict[tuple[str, int], Path]:
     """``{(arm, seed): cache file}``: ``cache_dir/FINGERPRINT/ARM@SEED.json``. Arms without synthetic
     data do not depend on it, so a new synthetic set reruns only the arms that use it."""
     if cache_dir is None:
         return {}
-    folders = {False: arms_fingerprint((train, test), num_classes, cfg, synthetic=False)}
+    folders = {False: arms_fingerprint((train, test), num_classes, cfg, synthetic=False, accelerator=accelerator)}
     if any("synthetic" in arm for arm in cfg.arms):
-        folders[True] = arms_fingerprint((train, test, synthetic), num_classes, cfg, synthetic=True)
+        folders[True] = arms_fingerprint((train, test, synthetic), num_classes, cfg, synthetic=True,
+                                         accelerator=accelerator)
     return {(arm, seed): Path(cache_dir) / folders["synthetic" in arm] / f"{arm}@{seed}.json"
             for arm in cfg.arms for seed in cfg.seeds}
 
@@ -369,7 +381,24 @@ def run_arms(
     *,
     progress: bool = True,
     cache_dir: Path | None = None,
+    accelerator: str = "cpu",
 ) -> dict:
+    """``aggregate_runs`` of ``arm_runs``: per-arm mean ± std over seeds (see ``arm_runs``)."""
+    return aggregate_runs(arm_runs(train, test, synthetic, num_classes, cfg, progress=progress,
+                                   cache_dir=cache_dir, accelerator=accelerator))
+
+
+def arm_runs(
+    train: EvalData,
+    test: EvalData,
+    synthetic: EvalData | None,
+    num_classes: int,
+    cfg: EvaluateConfig,
+    *,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    accelerator: str = "cpu",
+) -> list[ArmRun]:
     """Train and test every arm in ``cfg.arms`` at every seed in ``cfg.seeds``.
 
     With ``cache_dir``, each finished run is saved below it (atomically) in a folder named by the
@@ -379,12 +408,13 @@ def run_arms(
     Runs are independent: with ``cfg.workers > 1`` they go to a pool of spawned one-thread processes
     (``workers.run_pool``: no worker outlives the call; a worker that dies raises ``EnvironmentFailure``,
     with the finished runs kept), else they run in this process. Results do not depend on completion order.
+    On a GPU (``accelerator`` other than ``"cpu"``) they run one after another in this process.
 
     Returns:
-        ``{arm: {"accuracy": {"mean", "std"}, "macro_f1": {...}, "balanced_accuracy": {...},
-        "per_class_f1": [mean per class], "runs": [per-seed summary]}}`` in ``cfg.arms`` order.
+        the ``ArmRun`` of every (arm, seed), arms in ``cfg.arms`` order, seeds in ``cfg.seeds`` order.
     """
     exit_if_reimported_in_worker()
+    cfg = resolve_steps(cfg, len(train))
     needs_synthetic = [arm for arm in cfg.arms if "synthetic" in arm]
     if needs_synthetic and (synthetic is None or len(synthetic) == 0):
         raise SynthaugError(
@@ -392,7 +422,7 @@ def run_arms(
             "or set evaluate.arms without them"
         )
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
-    paths = _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg)
+    paths = _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator)
     done: dict[tuple[str, int], ArmRun] = {job: run for job in jobs if (run := _cached(paths.get(job), job))}
 
     def finished(job: tuple[str, int], run: ArmRun) -> None:
@@ -402,11 +432,11 @@ def run_arms(
         bar.update()
 
     todo = [job for job in jobs if job not in done]
-    workers = min(cfg.workers, len(todo))
-    with tqdm(total=len(jobs), initial=len(done), desc="arms x seeds", unit="run", disable=not progress) as bar:
+    workers = min(cfg.workers, len(todo)) if accelerator == "cpu" else 1
+    with tqdm(total=len(jobs), initial=len(done), desc="arm runs", unit="run", disable=not progress) as bar:
         if workers <= 1:
             for arm, seed in todo:
-                finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg))
+                finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg, accelerator))
         else:
             try:
                 run_pool(_run_in_worker, todo, workers, finished, arrays=_as_arrays((train, test, synthetic)),
@@ -415,7 +445,7 @@ def run_arms(
                 kept = (f"; {len(done)} of {len(jobs)} arm runs finished and are kept in {cache_dir}, "
                         "rerun with --resume to continue") if paths else ""
                 raise EnvironmentFailure(died.describe() + kept) from None
-    return aggregate_runs([done[job] for job in jobs])
+    return [done[job] for job in jobs]
 
 
 def compute_lift(arms: dict) -> dict:

@@ -1,7 +1,7 @@
 """The stages a run is made of: train → generate → evaluate → report.
 
 Each stage takes the resolved recipe, reads what the previous stage wrote below ``recipe.run_dir`` and
-writes its own outputs there. No stage reads the CLI or global state.
+writes its own outputs there. No stage reads the CLI; what they print goes through ``synthaug.console``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from synthaug import console
 from synthaug.config import Recipe, save_recipe
 from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text
@@ -172,6 +173,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     earlier_log = read_log(out.loss_log, before_step=start_step) if start_step else []
 
     t = recipe.train
+    if progress and is_global_zero():
+        steps = f"steps {start_step}→{t.max_steps}" if start_step else f"{t.max_steps} steps"
+        console.stage("train", f"{steps} on {len(x)} images, {len(data.classes)} classes, {recipe.model_size} px")
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
                                          start_step=start_step)
     trainer, stop = _training_trainer(recipe, data.classes, progress)
@@ -180,7 +184,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     finally:
         if earlier_log and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh; keep the steps before
             prepend_log(out.loss_log, earlier_log)
-    trainer.save_checkpoint(out.last_checkpoint)
+    trainer.save_checkpoint(out.last_checkpoint, weights_only=False)  # the full state --resume continues from
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
     if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
@@ -192,10 +196,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
 def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
     """The Lightning ``Trainer`` of the diffusion model (checkpoints, logs, grids) → (trainer, its GracefulStop)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid
+    from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid, StageProgressBar
 
     out, t, g = RunDir(recipe.run_dir), recipe.train, recipe.generate
     stop = GracefulStop()
@@ -206,7 +210,7 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
         LearningRateMonitor(logging_interval="step"),
     ]
     if progress:  # tqdm, not Rich: Rich's refresh thread slowed training on a 2-core machine
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        callbacks.append(StageProgressBar(refresh_rate=10))
     if t.sample_every:
         callbacks.append(SampleGrid(out.sample_grids, every=t.sample_every, classes=classes, steps=g.steps,
                                     guidance=g.guidance, sampler=g.sampler, seed=recipe.seed))
@@ -217,7 +221,7 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
         logger=CSVLogger(recipe.run_dir, name=LOGS, version=""),
         callbacks=callbacks,
         enable_progress_bar=progress,
-        enable_model_summary=progress,
+        enable_model_summary=progress and console.verbose(),
         log_every_n_steps=max(1, min(50, t.max_steps // 20)),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
@@ -294,6 +298,9 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     done = open_parts(parts, fingerprint, resume=resume or not leader)
     todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
     started = time.perf_counter()
+    if progress and leader:
+        console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "
+                                  f"guidance {g.guidance:g})")
     sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
                          autocast=g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported()),
                          progress=progress)
@@ -379,69 +386,84 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     from synthaug.workers import exit_if_reimported_in_worker
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
-    from synthaug.classifiers import train_judge
-    from synthaug.evaluation import EvalData, compute_lift, run_arms
-    from synthaug.quality import quality_metrics
+    from synthaug.budget import PLAN_FILE, describe, plan_evaluation
+    from synthaug.classifiers import classifier_accelerator
+    from synthaug.evaluation import EvalData, aggregate_runs, arm_runs, compute_lift
     from synthaug.report import build_report
-    from synthaug.sampling import Generator, diffusion_strips
 
     out = RunDir(recipe.run_dir)
-    metrics_path = out.metrics
-    if metrics_path.exists() and not (resume or overwrite):
-        _refuse_existing(metrics_path, overwrite, resume, "an evaluation")
+    if out.metrics.exists() and not (resume or overwrite):
+        _refuse_existing(out.metrics, overwrite, resume, "an evaluation")
     if resume and out.evaluated.exists():
         return out.report  # finished: every output was written before the marker
     needs_synthetic = any("synthetic" in arm for arm in recipe.evaluate.arms)
     if needs_synthetic and not out.synthetic.exists():
         raise SynthaugError(f"{out.synthetic}: no synthetic dataset; run `synthaug generate` first")
     _seed_everything(recipe.seed)
-    size, channels = recipe.data.image_size, recipe.data.channels
-
     x, y, ids, data = real_arrays(recipe)
     save_recipe(recipe, recipe.run_dir)
     out.evaluated.unlink(missing_ok=True)  # from here until the page is drawn the report is unfinished
     if overwrite:
         shutil.rmtree(out.arm_cache, ignore_errors=True)  # --overwrite means every arm runs again
-    test_x = held_out_images(recipe, data)
     k = len(data.classes)
     train = EvalData(x, y, ids)
-    test = EvalData(test_x, np.asarray(data.test["label"], dtype=np.int64), np.asarray(data.test["id"], dtype=np.int64))
+    test = EvalData(held_out_images(recipe, data), np.asarray(data.test["label"], dtype=np.int64),
+                    np.asarray(data.test["id"], dtype=np.int64))
     synthetic = None
     if out.synthetic.exists():
-        synthetic = EvalData(*synthetic_arrays(out.synthetic, size, channels))
-
-    quality, pairs = None, None
-    assets: dict[str, np.ndarray] = {}
-    assets["real_x"], assets["real_y"] = _examples(x, y, k)
-    if synthetic is not None and len(synthetic):
-        judge = train_judge(train, k, recipe.evaluate, recipe.seed)
-        quality, pairs = quality_metrics(judge, train, synthetic, recipe.evaluate.memorization_threshold)
-        assets["synth_x"], assets["synth_y"] = _examples(synthetic.x, synthetic.y, k)
-        assets["mem_synthetic"], assets["mem_train"], assets["mem_ratio"] = (
-            pairs["synthetic"], pairs["train"], np.asarray(pairs["ratio"]))
-    if out.model.exists():
-        generator = Generator.from_pretrained(out.model)
-        first = [int(np.flatnonzero(y == c)[0]) for c in range(k)]
-        g = recipe.generate
-        assets["forward"], assets["reverse"] = diffusion_strips(
-            generator, x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
-            seed=recipe.seed)
-
-    arms = run_arms(train, test, synthetic, k, recipe.evaluate, progress=progress, cache_dir=out.arm_cache)
-    generation = _generation_info(out.synthetic)
+        synthetic = EvalData(*synthetic_arrays(out.synthetic, recipe.data.image_size, recipe.data.channels))
+    started = time.perf_counter()
+    accelerator = classifier_accelerator(recipe.compute.accelerator)
+    has_synthetic = synthetic is not None and len(synthetic) > 0
+    cfg, plan = plan_evaluation(recipe.evaluate, x, k, with_judge=has_synthetic, saved=out.arm_cache / PLAN_FILE)
+    if progress:
+        console.stage("evaluate", describe(plan))
+    quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
+    runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator)
+    arms = aggregate_runs(runs)
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
                     "test_counts": dict(zip(data.classes, data.test_counts)),
                     "duplicates_train_test": data.duplicates_train_test},
-        "generation": generation,
+        "generation": _generation_info(out.synthetic),
         "quality": quality,
         "arms": arms,
         "lift": compute_lift(arms),
+        "evaluation": {"steps": cfg.steps, "judge_steps": cfg.judge_steps if has_synthetic else None,
+                       "max_minutes": cfg.max_minutes, "estimated_minutes": plan.estimated_minutes,
+                       "accelerator": accelerator, "seconds": round(time.perf_counter() - started, 1)},
     }
     _write_report_inputs(out.report, recipe, metrics, assets)
     build_report(out.report)
     atomic_write_text(out.evaluated, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return out.report
+
+
+def _quality_and_assets(recipe: Recipe, cfg, train, synthetic, k: int, accelerator: str):
+    """The judge's quality metrics of the synthetic set (None without one) and the report's image assets:
+    example grids, memorization pairs, the forward/reverse diffusion strips."""
+    from synthaug.classifiers import train_judge
+    from synthaug.quality import quality_metrics
+    from synthaug.sampling import Generator, diffusion_strips
+
+    quality = None
+    assets: dict[str, np.ndarray] = {}
+    assets["real_x"], assets["real_y"] = _examples(train.x, train.y, k)
+    if synthetic is not None and len(synthetic):
+        judge = train_judge(train, k, cfg, recipe.seed, accelerator)
+        quality, pairs = quality_metrics(judge, train, synthetic, cfg.memorization_threshold)
+        assets["synth_x"], assets["synth_y"] = _examples(synthetic.x, synthetic.y, k)
+        assets["mem_synthetic"], assets["mem_train"], assets["mem_ratio"] = (
+            pairs["synthetic"], pairs["train"], np.asarray(pairs["ratio"]))
+    model = RunDir(recipe.run_dir).model
+    if model.exists():
+        generator = Generator.from_pretrained(model)
+        first = [int(np.flatnonzero(train.y == c)[0]) for c in range(k)]
+        g = recipe.generate
+        assets["forward"], assets["reverse"] = diffusion_strips(
+            generator, train.x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
+            seed=recipe.seed)
+    return quality, assets
 
 
 def held_out_images(recipe: Recipe, data) -> np.ndarray:

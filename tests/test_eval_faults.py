@@ -156,7 +156,7 @@ def _kill_a_worker_once_a_run_is_cached(runs: Path) -> threading.Thread:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             workers = pool_workers(os.getpid())
-            if len(workers) >= 2 and any(runs.rglob("*.json")):
+            if len(workers) >= 2 and any(runs.rglob("*@*.json")):
                 os.kill(min(workers), signal.SIGKILL)
                 return
             time.sleep(0.02)
@@ -178,7 +178,7 @@ def test_a_killed_worker_is_one_line_and_the_finished_runs_are_kept(tmp_path: Pa
     line = assert_one_line(result, 1, "an evaluation worker process was killed by SIGKILL", "out-of-memory",
                            "kept in", "--resume")
     kept = int(re.search(r"(\d+) of 4 arm runs finished", line).group(1))
-    assert 1 <= kept < 4 and len(list(runs.rglob("*.json"))) == kept
+    assert 1 <= kept < 4 and len(list(runs.rglob("*@*.json"))) == kept
     assert not pool_workers(os.getpid()), "no worker outlives the failed evaluation"
     assert not list(runs.rglob(".arm-inputs-*")), "the workers' copy of the data is removed"
     assert not (run / "report" / "metrics.json").exists()

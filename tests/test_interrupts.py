@@ -219,9 +219,9 @@ def test_interrupted_evaluation_resumes_to_the_same_metrics(sig, smoke_synthetic
                                                            tmp_path: Path):
     run = copy_run(smoke_synthetic, tmp_path / "run")
     runs = run / "report" / ".runs"
-    line = interrupt(tmp_path, ["evaluate", run], lambda pid: any(runs.rglob("*.json")), sig)
+    line = interrupt(tmp_path, ["evaluate", run], lambda pid: any(runs.rglob("*@*.json")), sig)
     assert "--resume" in line
-    finished = len(list(runs.rglob("*.json")))
+    finished = len(list(runs.rglob("*@*.json")))
     assert 1 <= finished < 8, f"{finished} of 8 arm runs: the signal did not land mid-work"
     assert not (run / "report" / "metrics.json").exists()
 
@@ -249,7 +249,7 @@ class WorkersMidRun:
         self.runs, self.processes, self.at = runs, set(), 0.0
 
     def __call__(self, pid: int) -> bool:
-        if len(pool_workers(pid)) < 2 or not any(self.runs.rglob("*.json")):
+        if len(pool_workers(pid)) < 2 or not any(self.runs.rglob("*@*.json")):
             return False
         self.processes, self.at = descendants(pid), time.monotonic()
         return True
@@ -268,7 +268,7 @@ def test_a_signal_to_the_main_process_alone_stops_every_worker(sig, smoke_synthe
     left = wait_until_gone(mid_run.processes, 10 - (time.monotonic() - mid_run.at))
     assert not left, f"processes {left} still run 10 s after the signal"
     assert not list(runs.rglob(".arm-inputs-*")), "the workers' copy of the data is removed"
-    finished = len(list(runs.rglob("*.json")))
+    finished = len(list(runs.rglob("*@*.json")))
     assert 1 <= finished < 8, f"{finished} of 8 arm runs: the signal did not land mid-work"
 
     resume("evaluate", run, "--resume")
