@@ -221,14 +221,23 @@ def _headline(report_dir: Path) -> None:
     def f1(arm):
         return arms.get(arm, {}).get("macro_f1", {}).get("mean")
 
+    def versus(arm, against, mean):
+        """``+0.003 [-0.010, +0.016] 95% CI: no clear difference``, or the bare difference without an interval."""
+        cell = ((lift.get("paired") or {}).get(arm) or {}).get(against)
+        if not cell:
+            return f"{mean:+.3f}"
+        low, high = cell["ci"]
+        return f"{cell['mean']:+.3f} [{low:+.3f}, {high:+.3f}] 95% CI: {cell['verdict']}"
+
     click.echo(f"synthetic dataset: {run.synthetic}")
     click.echo(f"report: {report_dir / 'index.html'}")
     if f1("real") is not None and f1("real+synthetic") is not None:
-        click.echo(f"macro-F1: real {f1('real'):.3f} → real+synthetic {f1('real+synthetic'):.3f} "
-                   f"({lift.get('macro_f1', 0):+.3f})")
+        click.echo(f"macro-F1: real {f1('real'):.3f} → real+synthetic {f1('real+synthetic'):.3f}, "
+                   f"{versus('real+synthetic', 'vs_real', lift.get('macro_f1', 0))}")
     if lift.get("vs_best_baseline_macro_f1") is not None:
-        click.echo(f"best synthetic arm {lift['best_synthetic_arm']} vs best baseline {lift['best_baseline']}: "
-                   f"{lift['vs_best_baseline_macro_f1']:+.3f} macro-F1")
+        best = lift["best_synthetic_arm"]
+        click.echo(f"best synthetic arm {best} vs best baseline {lift['best_baseline']}: macro-F1 "
+                   f"{versus(best, 'vs_best_baseline', lift['vs_best_baseline_macro_f1'])}")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from synthaug.config import ARMS, EvaluateConfig
 from synthaug.errors import EnvironmentFailure, SynthaugError
 from synthaug.io import atomic_write_text
 from synthaug.seeds import run_seeds
+from synthaug.statistics import group_accuracy, paired_difference
 from synthaug.workers import WorkerDied, exit_if_reimported_in_worker, run_pool
 
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)
@@ -156,8 +157,20 @@ def _smote(data: EvalData, seed: int) -> EvalData:
     return EvalData.concat(data, EvalData(new_x, new_y, new_ids))
 
 
+def _balanced(data: EvalData, num_classes: int) -> EvalData:
+    """The first ``n`` rows of every class, ``n`` the smallest class's count, when every one of
+    ``num_classes`` classes has rows: a class-balanced set, as CAS asks (Ravuri & Vinyals 2019). Else
+    ``data`` as it is (a synthetic set without some class cannot be balanced; ``quality.cas_ratio`` is then None)."""
+    counts = np.bincount(data.y, minlength=num_classes)
+    if num_classes == 0 or counts.min() == 0 or counts.min() == counts.max():
+        return data
+    keep = np.sort(np.concatenate([np.flatnonzero(data.y == c)[: counts.min()] for c in range(num_classes)]))
+    return data.take(keep)
+
+
 def arm_training_set(
-    arm: str, real: EvalData, synthetic: EvalData | None, seed: int, synthetic_weight: float = 1.0
+    arm: str, real: EvalData, synthetic: EvalData | None, seed: int, synthetic_weight: float = 1.0,
+    cas: EvalData | None = None,
 ) -> tuple[EvalData, bool]:
     """The training data of one arm and whether classic augmentation is applied to it.
 
@@ -185,8 +198,8 @@ def arm_training_set(
         return _random_oversample(real, np.random.default_rng(seed), target), classic
     if base == "smote":
         return _smote(real, seed), classic
-    if base == "synthetic":
-        return synthetic, classic
+    if base == "synthetic":  # synthetic only: the CAS set if there is one, else a balanced draw of the synthetic set
+        return (cas if cas is not None else _balanced(synthetic, int(real.y.max()) + 1 if len(real) else 0)), classic
     if base == "real+synthetic":
         if synthetic_weight != 1.0:
             synthetic = EvalData(synthetic.x, synthetic.y, synthetic.ids,
@@ -241,8 +254,9 @@ def run_arm(
     num_classes: int,
     cfg: EvaluateConfig,
     accelerator: str = "cpu",
+    cas: EvalData | None = None,
 ) -> ArmRun:
-    """Train one arm at one seed and score it on the test split.
+    """Train one arm at one seed and score it on the test split (``cas``: see ``arm_training_set``).
 
     The validation slice comes from ``train`` (real rows) with a split that depends on the seed only,
     so every arm at a seed is selected on the same slice. Trains on one torch thread (``one_thread``), or
@@ -256,7 +270,7 @@ def run_arm(
         )
     fit_idx, val_idx = validation_split(train.y, run_seeds(seed)["split"])
     real_fit, val = train.take(fit_idx), train.take(val_idx)
-    data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight)
+    data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight, cas)
     with one_thread():
         fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic,
                              accelerator=accelerator)
@@ -300,15 +314,15 @@ def arms_fingerprint(
     return h.hexdigest()[:16]
 
 
-def _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator) -> dict[tuple[str, int], Path]:
+def _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator, cas=None) -> dict[tuple[str, int], Path]:
     """``{(arm, seed): cache file}``: ``cache_dir/FINGERPRINT/ARM@SEED.json``. Arms without synthetic
     data do not depend on it, so a new synthetic set reruns only the arms that use it."""
     if cache_dir is None:
         return {}
     folders = {False: arms_fingerprint((train, test), num_classes, cfg, synthetic=False, accelerator=accelerator)}
     if any("synthetic" in arm for arm in cfg.arms):
-        folders[True] = arms_fingerprint((train, test, synthetic), num_classes, cfg, synthetic=True,
-                                         accelerator=accelerator)
+        parts = (train, test, synthetic) if cas is None else (train, test, synthetic, cas)
+        folders[True] = arms_fingerprint(parts, num_classes, cfg, synthetic=True, accelerator=accelerator)
     return {(arm, seed): Path(cache_dir) / folders["synthetic" in arm] / f"{arm}@{seed}.json"
             for arm in cfg.arms for seed in cfg.seeds}
 
@@ -325,13 +339,13 @@ def _cached(path: Path | None, job: tuple[str, int]) -> ArmRun | None:
 
 # ------------------------------------------------------------------------------------ arms in workers
 
-_PARTS = ("train", "test", "synthetic")
+_PARTS = ("train", "test", "synthetic", "cas")
 _FIELDS = ("x", "y", "ids", "weight")
 _WORKER_INPUTS: tuple | None = None
 
 
 def _as_arrays(parts: tuple[EvalData | None, ...]) -> dict[str, np.ndarray]:
-    """train, test, synthetic → ``{"train.x": ..., "train.y": ..., ...}``, what the workers map."""
+    """train, test, synthetic, cas → ``{"train.x": ..., "train.y": ..., ...}``, what the workers map."""
     return {f"{name}.{field}": getattr(data, field)
             for name, data in zip(_PARTS, parts) if data is not None
             for field in _FIELDS if getattr(data, field) is not None}
@@ -342,11 +356,12 @@ def _load_worker_inputs(arrays: dict[str, np.ndarray], num_classes: int, cfg: Ev
     global _WORKER_INPUTS
     parts = [EvalData(**{field: arrays.get(f"{name}.{field}") for field in _FIELDS})
              if f"{name}.x" in arrays else None for name in _PARTS]
-    _WORKER_INPUTS = (*parts, num_classes, cfg)
+    _WORKER_INPUTS = (parts, num_classes, cfg)
 
 
 def _run_in_worker(arm: str, seed: int) -> ArmRun:
-    return run_arm(arm, seed, *_WORKER_INPUTS)
+    (train, test, synthetic, cas), num_classes, cfg = _WORKER_INPUTS
+    return run_arm(arm, seed, train, test, synthetic, num_classes, cfg, "cpu", cas)
 
 
 # ------------------------------------------------------------------------------------ every arm, seed
@@ -358,8 +373,14 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
-def aggregate_runs(runs: list[ArmRun]) -> dict:
-    """Per-arm mean ± std over seeds (DESIGN §5 "arms" shape) plus the per-seed ``runs`` summaries."""
+def aggregate_runs(runs: list[ArmRun], target: np.ndarray | None = None,
+                   groups: dict[str, list[int]] | None = None) -> dict:
+    """Per-arm mean ± std over seeds (DESIGN §5 "arms" shape) plus the per-seed ``runs`` summaries.
+
+    With the test labels ``target`` and ``groups`` (``statistics.shot_groups`` of the real training counts),
+    each arm also gets ``many`` / ``medium`` / ``few``: the mean ± std over seeds of the group's
+    class-balanced accuracy (None for an empty group).
+    """
     result: dict = {}
     for arm in dict.fromkeys(run.arm for run in runs):
         mine = [run for run in runs if run.arm == arm]
@@ -368,6 +389,12 @@ def aggregate_runs(runs: list[ArmRun]) -> dict:
             for key in ("accuracy", "macro_f1", "balanced_accuracy")
         }
         result[arm]["per_class_f1"] = np.mean([run.metrics["per_class_f1"] for run in mine], axis=0).tolist()
+        if target is not None and groups is not None:
+            k = len(result[arm]["per_class_f1"])
+            per_run = [group_accuracy(run.preds, target, groups, k) for run in mine]
+            for group in groups:
+                values = [r[group] for r in per_run]
+                result[arm][group] = None if values[0] is None else _mean_std(values)
         result[arm]["runs"] = [run.summary() for run in mine]
     return result
 
@@ -382,10 +409,11 @@ def run_arms(
     progress: bool = True,
     cache_dir: Path | None = None,
     accelerator: str = "cpu",
+    cas: EvalData | None = None,
 ) -> dict:
     """``aggregate_runs`` of ``arm_runs``: per-arm mean ± std over seeds (see ``arm_runs``)."""
     return aggregate_runs(arm_runs(train, test, synthetic, num_classes, cfg, progress=progress,
-                                   cache_dir=cache_dir, accelerator=accelerator))
+                                   cache_dir=cache_dir, accelerator=accelerator, cas=cas))
 
 
 def arm_runs(
@@ -398,6 +426,7 @@ def arm_runs(
     progress: bool = True,
     cache_dir: Path | None = None,
     accelerator: str = "cpu",
+    cas: EvalData | None = None,
 ) -> list[ArmRun]:
     """Train and test every arm in ``cfg.arms`` at every seed in ``cfg.seeds``.
 
@@ -409,6 +438,8 @@ def arm_runs(
     (``workers.run_pool``: no worker outlives the call; a worker that dies raises ``EnvironmentFailure``,
     with the finished runs kept), else they run in this process. Results do not depend on completion order.
     On a GPU (``accelerator`` other than ``"cpu"``) they run one after another in this process.
+    ``cas``: the class-balanced synthetic set the ``synthetic`` arm trains on (CAS), if not a balanced draw
+    of ``synthetic`` (``generation.sample_cas_set``).
 
     Returns:
         the ``ArmRun`` of every (arm, seed), arms in ``cfg.arms`` order, seeds in ``cfg.seeds`` order.
@@ -422,7 +453,7 @@ def arm_runs(
             "or set evaluate.arms without them"
         )
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
-    paths = _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator)
+    paths = _cache_paths(cache_dir, train, test, synthetic, num_classes, cfg, accelerator, cas)
     done: dict[tuple[str, int], ArmRun] = {job: run for job in jobs if (run := _cached(paths.get(job), job))}
 
     def finished(job: tuple[str, int], run: ArmRun) -> None:
@@ -436,10 +467,10 @@ def arm_runs(
     with tqdm(total=len(jobs), initial=len(done), desc="arm runs", unit="run", disable=not progress) as bar:
         if workers <= 1:
             for arm, seed in todo:
-                finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg, accelerator))
+                finished((arm, seed), run_arm(arm, seed, train, test, synthetic, num_classes, cfg, accelerator, cas))
         else:
             try:
-                run_pool(_run_in_worker, todo, workers, finished, arrays=_as_arrays((train, test, synthetic)),
+                run_pool(_run_in_worker, todo, workers, finished, arrays=_as_arrays((train, test, synthetic, cas)),
                          setup=_load_worker_inputs, setup_args=(num_classes, cfg), scratch=cache_dir)
             except WorkerDied as died:
                 kept = (f"; {len(done)} of {len(jobs)} arm runs finished and are kept in {cache_dir}, "
@@ -448,11 +479,15 @@ def arm_runs(
     return [done[job] for job in jobs]
 
 
-def compute_lift(arms: dict) -> dict:
-    """DESIGN §5 "lift": what the synthetic data adds, in macro-F1 and accuracy means.
+def compute_lift(arms: dict, runs: list[ArmRun] | None = None, target: np.ndarray | None = None) -> dict:
+    """DESIGN §5 "lift": what the synthetic data adds.
 
-    ``macro_f1``/``accuracy``: real+synthetic minus real. ``vs_best_baseline_macro_f1``: the best arm
-    using synthetic data minus the best arm without it (both named). Missing arms give None.
+    ``macro_f1``/``accuracy``: real+synthetic minus real (means). ``vs_best_baseline_macro_f1``: the best arm
+    using synthetic data minus the best arm without it (both named, chosen by mean macro-F1). Missing arms
+    give None. With the ``runs`` (their test predictions) and the test labels ``target``, also ``paired``:
+    per synthetic arm its paired macro-F1 difference to ``real`` and to the best baseline, with a 95%
+    interval over seeds and test images (``statistics.paired_difference``), and the verdicts the intervals
+    give: ``verdict_vs_real`` (real+synthetic vs real) and ``verdict`` (best synthetic arm vs best baseline).
     """
 
     def mean(arm: str, key: str) -> float | None:
@@ -466,7 +501,7 @@ def compute_lift(arms: dict) -> dict:
         return None if a is None or b is None else a - b
 
     best_baseline, best_synthetic = best(BASELINE_ARMS), best(SYNTHETIC_ARMS)
-    return {
+    lift = {
         "macro_f1": diff(mean("real+synthetic", "macro_f1"), mean("real", "macro_f1")),
         "accuracy": diff(mean("real+synthetic", "accuracy"), mean("real", "accuracy")),
         "best_baseline": best_baseline,
@@ -476,3 +511,30 @@ def compute_lift(arms: dict) -> dict:
             mean(best_baseline, "macro_f1") if best_baseline else None,
         ),
     }
+    if runs is not None and target is not None and arms:
+        k = len(next(iter(arms.values()))["per_class_f1"])
+        lift.update(_paired_lift(runs, target, k, best_baseline, best_synthetic))
+    return lift
+
+
+def _paired_lift(runs: list[ArmRun], target: np.ndarray, k: int, best_baseline: str | None,
+                 best_synthetic: str | None) -> dict:
+    """``paired``, ``verdict_vs_real`` and ``verdict`` of ``compute_lift``."""
+    preds: dict[str, dict[int, np.ndarray]] = {}
+    for run in runs:
+        preds.setdefault(run.arm, {})[run.seed] = run.preds
+
+    def compare(a: str, b: str | None) -> dict | None:
+        if b is None or b not in preds:
+            return None
+        seeds = [seed for seed in preds[a] if seed in preds[b]]
+        return paired_difference([preds[a][s] for s in seeds], [preds[b][s] for s in seeds], target, k)
+
+    paired = {arm: {"vs_real": compare(arm, "real"), "vs_best_baseline": compare(arm, best_baseline)}
+              for arm in SYNTHETIC_ARMS if arm in preds}
+
+    def word(arm: str | None, against: str) -> str | None:
+        return ((paired.get(arm) or {}).get(against) or {}).get("verdict")
+
+    return {"paired": paired, "verdict_vs_real": word("real+synthetic", "vs_real"),
+            "verdict": word(best_synthetic, "vs_best_baseline")}

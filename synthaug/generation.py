@@ -287,3 +287,55 @@ def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, tra
             scores["confidence"][positions] = judge_confidence(judge, images, table.column("label").to_numpy())
         if train_x is not None:
             scores["novelty"][positions] = nearest_neighbour_ratio(images, train_x)[0]
+
+
+# ------------------------------------------------------------------------------------------- the CAS set
+
+CAS_MAX_PER_CLASS = 500
+
+
+def cas_per_class(n_train: int, num_classes: int) -> int:
+    """Images per class of the CAS set: as many as the real training set has per class on average (CAS
+    trains on a set the size of the real one, Ravuri & Vinyals 2019), at most ``CAS_MAX_PER_CLASS``."""
+    return max(1, min(CAS_MAX_PER_CLASS, -(-n_train // max(1, num_classes))))
+
+
+def sample_cas_set(generator: Generator, per_class: int, seed: int, cfg: GenerateConfig, cache: Path | None = None,
+                   progress: bool = True, known: dict[tuple[int, int], np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced synthetic set with every class: ``per_class`` images of each → (uint8 NHWC, labels).
+
+    Image ``i`` of class ``c`` has seed ``derive_seed(seed, c, i)``: where a quota reached it, it is the image
+    ``synthaug generate`` made for that position (in ``sample`` mode), so ``known`` ({(class, index): image},
+    from the synthetic set) is reused and only the rest is sampled. Saved to ``cache`` (npz, atomic) and read
+    from it when it exists: a resumed evaluation does not sample again. ``cache`` must be named by everything
+    the set depends on (model, seed, count, settings).
+    """
+    from tqdm import tqdm
+
+    from synthaug.io import atomic_write_bytes
+    from synthaug.sampling import build_plan
+
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as saved:
+            return saved["x"], saved["y"]
+    rows = build_plan([per_class] * len(generator.classes), seed)
+    known = known or {}
+    todo = [r for r in rows if (r.label, r.index) not in known]
+    made: dict[int, np.ndarray] = {}
+    with tqdm(total=len(todo), desc="CAS set", unit="img", disable=not progress or not todo) as bar:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start:start + cfg.batch_size]
+            images = generator.sample_arrays([r.label for r in batch], [r.seed for r in batch],
+                                             guidance=cfg.guidance, steps=cfg.steps, sampler=cfg.sampler)
+            made.update(zip((r.position for r in batch), images))
+            bar.update(len(batch))
+    x = np.stack([made[r.position] if r.position in made else known[(r.label, r.index)] for r in rows])
+    y = np.asarray([r.label for r in rows], dtype=np.int64)
+    if cache is not None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y)
+        atomic_write_bytes(cache, buf.getvalue())
+    return x, y

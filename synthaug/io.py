@@ -81,3 +81,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256, read 1 MB at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def model_digest(model_dir: Path) -> str:
+    """A digest of a saved model's UNet weights (``model_dir/unet/*.safetensors``): names what was sampled from."""
+    files = sorted((Path(model_dir) / "unet").glob("*.safetensors"))
+    return "-".join(file_digest(f) for f in files)

@@ -6,7 +6,8 @@ Inputs (all in ``report_dir``; only ``metrics.json`` is required, every other fi
 ``metrics.json``
     DESIGN §5 shape: ``dataset`` (classes, train/test counts), ``generation`` (any subset of its keys),
     ``quality`` (may be null), ``arms`` ({arm: {accuracy, macro_f1, balanced_accuracy: {mean, std},
-    per_class_f1: [...], runs: [per-seed dicts, optional]}}), ``lift``.
+    per_class_f1: [...], many/medium/few: {mean, std} (optional), runs: [per-seed dicts, optional]}}),
+    ``lift`` (with ``paired``: {arm: {vs_real, vs_best_baseline: {mean, ci: [low, high], verdict, ...}}}, optional).
 ``recipe.yaml``
     The resolved recipe, shown verbatim.
 ``assets.npz``
@@ -135,11 +136,32 @@ def _check_metrics(metrics: dict, path: Path) -> None:
             for stat in ("mean", "std"):
                 number(f"arms.{arm}.{metric}.{stat}", (cell or {}).get(stat))
         numbers(f"arms.{arm}.per_class_f1", result.get("per_class_f1"), list)
+        for group in ("many", "medium", "few"):
+            cell = result.get(group)
+            if cell is not None and not isinstance(cell, dict):
+                bad(f"arms.{arm}.{group}", 'an object with "mean" and "std"', cell)
+            for stat in ("mean", "std"):
+                number(f"arms.{arm}.{group}.{stat}", (cell or {}).get(stat))
         if result.get("runs") is not None and not isinstance(result["runs"], list):
             bad(f"arms.{arm}.runs", "a list", result["runs"])
     lift = section("lift")
     for key in ("macro_f1", "accuracy", "vs_best_baseline_macro_f1"):
         number(f"lift.{key}", lift.get(key))
+    paired = lift.get("paired")
+    if paired is not None and not isinstance(paired, dict):
+        bad("lift.paired", "an object", paired)
+    for arm, versus in (paired or {}).items():
+        for against, cell in (versus or {}).items() if isinstance(versus, dict) else [("", versus)]:
+            key = f"lift.paired.{arm}.{against}".rstrip(".")
+            if cell is None:
+                continue
+            if not isinstance(cell, dict):
+                bad(key, "an object", cell)
+            number(f"{key}.mean", cell.get("mean"))
+            ci = cell.get("ci")
+            if not (isinstance(ci, list) and len(ci) == 2):
+                bad(f"{key}.ci", "a [low, high] pair", ci)
+            numbers(f"{key}.ci", ci, list)
     for key in ("best_baseline", "best_synthetic_arm"):
         if lift.get(key) is not None and not isinstance(lift[key], str):
             bad(f"lift.{key}", "an arm name", lift[key])
@@ -207,7 +229,7 @@ def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
 
 
 def _verdict(diff: float | None, std_a: float, std_b: float) -> str:
-    """Words for a difference of means, honest about seed-to-seed noise."""
+    """Words for a difference of means, honest about seed-to-seed noise (metrics.json without intervals)."""
     if diff is None:
         return ""
     noise = max(std_a, std_b)
@@ -216,44 +238,75 @@ def _verdict(diff: float | None, std_a: float, std_b: float) -> str:
     return f"{'ahead' if diff > 0 else 'behind'} by more than one std across seeds ({noise:.3f})"
 
 
+def _interval(paired: dict | None) -> str:
+    """``+0.012 [-0.004, +0.028]``, the paired difference and its 95% interval, or "–"."""
+    if not isinstance(paired, dict) or not _is_number(paired.get("mean")):
+        return "–"
+    low, high = paired["ci"]
+    return f"{paired['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _paired_words(paired: dict | None) -> str | None:
+    """"helps / hurts / no clear difference (95% interval over N seeds and the test images)", or None."""
+    if not isinstance(paired, dict) or not _is_number(paired.get("mean")):
+        return None
+    return (f"<b>{html.escape(str(paired.get('verdict')))}</b> (95% interval over {paired.get('n_seeds')} seeds "
+            "and the test images)")
+
+
 def _headline(arms: dict, lift: dict) -> str:
     def stat(arm: str) -> tuple[float, float]:
         return arm_macro_f1(arms[arm])
 
+    paired = lift.get("paired") if isinstance(lift.get("paired"), dict) else {}
     n_seeds = max((len(a.get("runs", [])) for a in arms.values()), default=0)
     seeds = f" over {n_seeds} seeds" if n_seeds else ""
     lines = []
     if "real" in arms and "real+synthetic" in arms:
         (m0, s0), (m1, s1) = stat("real"), stat("real+synthetic")
+        versus = (paired.get("real+synthetic") or {}).get("vs_real")
+        words = _paired_words(versus)
         lines.append(
             f"Macro-F1 <b>real {m0:.3f} ± {s0:.3f} → real+synthetic {m1:.3f} ± {s1:.3f}</b> "
-            f"({m1 - m0:+.3f}{seeds}): {_verdict(m1 - m0, s0, s1)}."
+            + (f"({_interval(versus)}): {words}." if words else f"({m1 - m0:+.3f}{seeds}): {_verdict(m1 - m0, s0, s1)}.")
         )
     best_syn, best_base = lift.get("best_synthetic_arm"), lift.get("best_baseline")
     if best_syn in arms and best_base in arms:
         (m1, s1), (m0, s0) = stat(best_syn), stat(best_base)
+        versus = (paired.get(best_syn) or {}).get("vs_best_baseline")
+        words = _paired_words(versus)
         lines.append(
             f"Best arm with synthetic data <b>{html.escape(best_syn)} {m1:.3f} ± {s1:.3f}</b> vs best without "
-            f"<b>{html.escape(best_base)} {m0:.3f} ± {s0:.3f}</b> ({m1 - m0:+.3f}): {_verdict(m1 - m0, s0, s1)}."
+            f"<b>{html.escape(best_base)} {m0:.3f} ± {s0:.3f}</b> "
+            + (f"({_interval(versus)}): {words}." if words else f"({m1 - m0:+.3f}): {_verdict(m1 - m0, s0, s1)}.")
         )
     return "".join(f'<p class="headline">{line}</p>' for line in lines) or "<p>No arms to compare.</p>"
 
 
+GROUPS = ("many", "medium", "few")
+
+
 def _arms_table(arms: dict, lift: dict) -> str:
+    paired = lift.get("paired") if isinstance(lift.get("paired"), dict) else {}
+    groups = [g for g in GROUPS if any(isinstance(result.get(g), dict) for result in arms.values())]
     rows = []
     for arm, result in arms.items():
         tag = " (best baseline)" if arm == lift.get("best_baseline") else ""
         tag += " (best synthetic arm)" if arm == lift.get("best_synthetic_arm") else ""
-        rows.append(
-            [
-                html.escape(arm) + f"<small>{tag}</small>",
-                _mean_std(result.get("accuracy")),
-                _mean_std(result.get("macro_f1")),
-                _mean_std(result.get("balanced_accuracy")),
-                str(len(result.get("runs", []))) if result.get("runs") else "–",
-            ]
-        )
-    header = ["arm", "accuracy", "macro-F1", "balanced accuracy", "seeds"]
+        row = [
+            html.escape(arm) + f"<small>{tag}</small>",
+            _mean_std(result.get("accuracy")),
+            _mean_std(result.get("macro_f1")),
+            _mean_std(result.get("balanced_accuracy")),
+            *(_mean_std(result.get(g)) for g in groups),
+            str(len(result.get("runs", []))) if result.get("runs") else "–",
+        ]
+        if paired:
+            row += [_interval((paired.get(arm) or {}).get(key)) for key in ("vs_real", "vs_best_baseline")]
+        rows.append(row)
+    header = ["arm", "accuracy", "macro-F1", "balanced accuracy", *(f"{g}-shot accuracy" for g in groups), "seeds"]
+    if paired:
+        header += ["macro-F1 vs real [95% CI]", "vs best baseline [95% CI]"]
     return _table(header, rows, css="arms")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from synthaug import console
 from synthaug.config import Recipe, save_recipe
 from synthaug.errors import Interrupted, SynthaugError
-from synthaug.io import atomic_write_text
+from synthaug.io import atomic_write_text, model_digest
 from synthaug.runs import (
     LOGS,
     RunDir,
@@ -233,21 +233,6 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
 # --------------------------------------------------------------------------------------------- generate
 
 
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _model_digest(model_dir: Path) -> str:
-    files = sorted((model_dir / "unet").glob("*.safetensors"))
-    return "-".join(_file_digest(f) for f in files)
-
-
 def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
              progress: bool = True):
     """Sample the plan → ``run_dir/synthetic`` (HF dataset + card, and the other formats). Returns the dataset,
@@ -292,7 +277,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
         shutil.rmtree(parts, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)
     fingerprint = {
-        "seed": recipe.seed, "model": _model_digest(out.model), "rows": len(rows),
+        "seed": recipe.seed, "model": model_digest(out.model), "rows": len(rows),
         "generate": g.model_dump(mode="json", exclude={"batch_size", "formats"}),
     }
     done = open_parts(parts, fingerprint, resume=resume or not leader)
@@ -390,6 +375,7 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     from synthaug.classifiers import classifier_accelerator
     from synthaug.evaluation import EvalData, aggregate_runs, arm_runs, compute_lift
     from synthaug.report import build_report
+    from synthaug.statistics import cas_ratio, shot_groups
 
     out = RunDir(recipe.run_dir)
     if out.metrics.exists() and not (resume or overwrite):
@@ -419,16 +405,24 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     if progress:
         console.stage("evaluate", describe(plan))
     quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
-    runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator)
-    arms = aggregate_runs(runs)
+    cas = _cas_set(recipe, len(train), k, synthetic, progress) if "synthetic" in cfg.arms and has_synthetic else None
+    runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator,
+                    cas=cas)
+    groups = shot_groups(data.train_counts)
+    arms = aggregate_runs(runs, test.y, groups)
+    if quality is not None:  # CAS: only a synthetic set with every class can train a classifier alone
+        covers = cas is not None or len(np.unique(synthetic.y)) == k
+        quality["cas_ratio"] = cas_ratio(arms.get("synthetic", {}).get("accuracy", {}).get("mean"),
+                                         arms.get("real", {}).get("accuracy", {}).get("mean")) if covers else None
     metrics = {
         "dataset": {"classes": data.classes, "train_counts": dict(zip(data.classes, data.train_counts)),
                     "test_counts": dict(zip(data.classes, data.test_counts)),
-                    "duplicates_train_test": data.duplicates_train_test},
+                    "duplicates_train_test": data.duplicates_train_test,
+                    "shot_groups": {g: [data.classes[c] for c in cs] for g, cs in groups.items()}},
         "generation": _generation_info(out.synthetic),
         "quality": quality,
         "arms": arms,
-        "lift": compute_lift(arms),
+        "lift": compute_lift(arms, runs, test.y),
         "evaluation": {"steps": cfg.steps, "judge_steps": cfg.judge_steps if has_synthetic else None,
                        "max_minutes": cfg.max_minutes, "estimated_minutes": plan.estimated_minutes,
                        "accelerator": accelerator, "seconds": round(time.perf_counter() - started, 1)},
@@ -437,6 +431,34 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     build_report(out.report)
     atomic_write_text(out.evaluated, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return out.report
+
+
+def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool):
+    """The class-balanced synthetic set the synthetic-only arm trains on (CAS): the synthetic set's own images
+    where its quota reached, the rest sampled from the run's model with the recipe's sampler settings, cached
+    beside the arm runs; None without a model."""
+    import hashlib
+
+    import datasets
+
+    from synthaug.evaluation import EvalData
+    from synthaug.generation import cas_per_class, sample_cas_set
+    from synthaug.sampling import Generator
+
+    out, g = RunDir(recipe.run_dir), recipe.generate
+    if not out.model.exists():
+        return None
+    per_class = cas_per_class(n_train, k)
+    key = json.dumps([model_digest(out.model), recipe.seed, per_class, recipe.data.image_size, recipe.data.channels,
+                      g.model_dump(mode="json", exclude={"batch_size", "formats"})])
+    cache = out.arm_cache / f"cas-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    known = {}
+    if g.mode == "sample":  # variations are not the plain samples the CAS set is made of
+        columns = datasets.load_from_disk(str(out.synthetic)).select_columns(["label", "index"])
+        known = {(int(label), int(index)): synthetic.x[row]
+                 for row, (label, index) in enumerate(zip(columns["label"], columns["index"])) if index < per_class}
+    x, y = sample_cas_set(Generator.from_pretrained(out.model), per_class, recipe.seed, g, cache, progress, known)
+    return EvalData(x, y, 2 * SYNTHETIC_ID_OFFSET + np.arange(len(y), dtype=np.int64))
 
 
 def _quality_and_assets(recipe: Recipe, cfg, train, synthetic, k: int, accelerator: str):

@@ -233,3 +233,75 @@ def test_a_process_pool_gives_the_same_metrics_as_in_process(digits):
     in_process = run_arms(*args, cfg, progress=False)
     pooled = run_arms(*args, cfg.model_copy(update={"workers": 2}), progress=False)
     assert pooled == in_process
+
+
+# ------------------------------------------------------------------ paired intervals, long-tail groups
+
+
+def _runs(preds: dict[str, list[np.ndarray]]) -> list:
+    """ArmRuns with the given test predictions per arm (one array per seed) and their metrics."""
+    from synthaug.classifiers import classification_metrics
+    from synthaug.evaluation import ArmRun
+
+    target = _TARGET
+    return [ArmRun(arm, seed, classification_metrics(p, target, 3), 10, 100, None, np.zeros(4, dtype=np.int64),
+                   np.zeros(1, dtype=np.int64), p)
+            for arm, per_seed in preds.items() for seed, p in enumerate(per_seed)]
+
+
+_TARGET = np.repeat(np.arange(3), [200, 60, 10])  # many, medium and few test images, 270 in all
+
+
+def _noisy(correct: float, seed: int) -> np.ndarray:
+    """Predictions right for a ``correct`` share of every class's images (the rest one class off)."""
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(len(_TARGET)) > correct
+    return np.where(wrong, (_TARGET + 1) % 3, _TARGET)
+
+
+def test_the_lift_has_paired_intervals_and_verdicts_from_them():
+    from synthaug.evaluation import aggregate_runs
+    from synthaug.statistics import VERDICTS
+
+    runs = _runs({"real": [_noisy(0.70, s) for s in range(4)],
+                  "classic": [_noisy(0.75, 10 + s) for s in range(4)],
+                  "real+synthetic": [_noisy(0.95, 20 + s) for s in range(4)],
+                  "synthetic": [_noisy(0.74, 30 + s) for s in range(4)]})
+    arms = aggregate_runs(runs)
+    lift = compute_lift(arms, runs, _TARGET)
+    assert lift["best_baseline"] == "classic" and lift["best_synthetic_arm"] == "real+synthetic"
+    versus_real = lift["paired"]["real+synthetic"]["vs_real"]
+    low, high = versus_real["ci"]
+    assert 0 < low < versus_real["mean"] < high and versus_real["n_seeds"] == 4
+    assert versus_real["mean"] == pytest.approx(lift["macro_f1"])  # the paired mean is the difference of means
+    assert lift["verdict_vs_real"] == lift["verdict"] == "helps"
+    # The synthetic-only arm and the best baseline are about as good: the interval straddles zero.
+    assert lift["paired"]["synthetic"]["vs_best_baseline"]["verdict"] == "no clear difference"
+    assert set(lift["paired"]) == {"real+synthetic", "synthetic"}
+    assert all(cell["verdict"] in VERDICTS for arm in lift["paired"].values() for cell in arm.values())
+    # Swapped roles: what helped now hurts.
+    swapped = _runs({"real": [_noisy(0.95, s) for s in range(4)],
+                     "real+synthetic": [_noisy(0.70, 20 + s) for s in range(4)]})
+    assert compute_lift(aggregate_runs(swapped), swapped, _TARGET)["verdict_vs_real"] == "hurts"
+
+
+def test_each_arm_gets_many_medium_and_few_shot_accuracy():
+    from synthaug.evaluation import aggregate_runs
+    from synthaug.statistics import shot_groups
+
+    perfect_on_many = np.where(_TARGET == 0, 0, (_TARGET + 1) % 3)  # right on class 0 only
+    runs = _runs({"real": [perfect_on_many, perfect_on_many]})
+    groups = shot_groups([150, 50, 5])
+    arms = aggregate_runs(runs, _TARGET, groups)
+    assert arms["real"]["many"] == {"mean": 1.0, "std": 0.0}
+    assert arms["real"]["medium"]["mean"] == arms["real"]["few"]["mean"] == 0.0
+    assert aggregate_runs(runs, _TARGET, shot_groups([150, 120, 110]))["real"]["few"] is None
+    assert "many" not in aggregate_runs(runs)["real"]  # without groups, the DESIGN §5 keys only
+
+
+def test_the_synthetic_only_arm_trains_on_a_class_balanced_set():
+    real = _tiny([6, 3, 1], id_start=0, seed=1)
+    synthetic = _tiny([2, 3, 6], id_start=100, seed=2)
+    data, _ = arm_training_set("synthetic", real, synthetic, seed=0)
+    assert np.bincount(data.y).tolist() == [2, 2, 2]
+    assert np.bincount(arm_training_set("real+synthetic", real, synthetic, seed=0)[0].y).tolist() == [8, 6, 7]

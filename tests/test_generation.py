@@ -258,3 +258,31 @@ def test_two_ddp_processes_make_the_single_process_dataset(model_run: Path, tmp_
     ranks = {p.name.rsplit("-r", 1)[1] for p in (ddp / "synthetic.parts").glob("*")} if (ddp / "synthetic.parts").exists() else set()
     assert not ranks, "parts are cleaned up after assembly"
     assert_same_images(single, ddp)
+
+
+def test_the_cas_set_is_balanced_cached_and_the_images_generate_makes(smoke_synthetic: Path, tmp_path: Path,
+                                                                      monkeypatch):
+    from synthaug.generation import cas_per_class, sample_cas_set
+
+    recipe = load_recipe(smoke_synthetic)
+    generator = synthaug.Generator.from_pretrained(smoke_synthetic / "model")
+    cache = tmp_path / "cas.npz"
+    x, y = sample_cas_set(generator, 2, recipe.seed, recipe.generate, cache, progress=False)
+    assert np.bincount(y).tolist() == [2] * 10 and x.shape == (20, 8, 8, 1)
+    # Where the quota reaches (3 per class in the smoke recipe), the CAS images are generate's own.
+    ds = datasets.load_from_disk(str(smoke_synthetic / "synthetic"))
+    made = {(label, index): np.asarray(im, dtype=np.int16)
+            for label, index, im in zip(ds["label"], ds["index"], ds["image"])}
+    for image, label, index in zip(x, y, [0, 1] * 10):
+        assert np.abs(made[(int(label), index)] - image[..., 0].astype(np.int16)).max() <= 1
+    monkeypatch.setattr(generator, "sample_arrays", lambda *a, **k: pytest.fail("sampled again"))
+    x2, y2 = sample_cas_set(generator, 2, recipe.seed, recipe.generate, cache, progress=False)
+    assert (x2 == x).all() and (y2 == y).all()
+    assert cas_per_class(200, 10) == 20 and cas_per_class(10**7, 10) == 500 and cas_per_class(3, 10) == 1
+    # Images the synthetic set already has are taken from it; only the rest is sampled.
+    marker = np.full((8, 8, 1), 255, dtype=np.uint8)
+    calls = []
+    monkeypatch.setattr(generator, "sample_arrays", lambda labels, seeds, **k: calls.append(len(labels)) or x[:len(labels)])
+    x3, y3 = sample_cas_set(generator, 2, recipe.seed, recipe.generate, None, progress=False,
+                            known={(c, i): marker for c in range(10) for i in range(2) if (c, i) != (4, 1)})
+    assert calls == [1] and (x3[9] == x[0]).all() and (np.delete(x3, 9, axis=0) == 255).all()

@@ -164,6 +164,7 @@ def test_synthaug_run_writes_every_design_key_and_a_page_with_its_images(tmp_pat
     result = CliRunner().invoke(cli, ["run", str(smoke), "--set", f"output_dir={run}"], prog_name="synthaug")
     assert result.exit_code == 0, result.output
     assert "index.html" in result.output and "macro-F1: real" in result.output  # the demo's headline
+    assert "95% CI: " in result.output  # ... states the interval and the verdict it gives
 
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     design = {
@@ -172,6 +173,17 @@ def test_synthaug_run_writes_every_design_key_and_a_page_with_its_images(tmp_pat
         "quality": {"judge_accuracy", "fid_judge", "precision", "recall", "memorization_rate"},
         "lift": {"macro_f1", "accuracy", "best_baseline", "best_synthetic_arm", "vs_best_baseline_macro_f1"},
     }
+    # DESIGN §9: paired intervals and verdicts, long-tail groups, CAS, the evaluation's resolved budget.
+    design["lift"] |= {"paired", "verdict", "verdict_vs_real"}
+    design["quality"] |= {"cas_ratio"}
+    design["dataset"] |= {"duplicates_train_test", "shot_groups"}
+    design["evaluation"] = {"steps", "judge_steps", "max_minutes", "accelerator", "seconds"}
+    assert set(metrics["lift"]["paired"]) == {"synthetic", "real+synthetic", "real+synthetic+classic"}
+    assert 0 < metrics["quality"]["cas_ratio"] < 2
+    # The synthetic-only arm trains on the class-balanced CAS set: as many images per class as real has (20).
+    assert {run["train_size"] for run in metrics["arms"]["synthetic"]["runs"]} == {200}
+    assert set(metrics["dataset"]["train_counts"].values()) == {20}  # the smoke subset: 20 per class
+    assert metrics["dataset"]["shot_groups"] == {"many": [], "medium": metrics["dataset"]["classes"], "few": []}
     for section, keys in design.items():
         assert keys <= set(metrics[section]), (section, keys - set(metrics[section]))
     assert set(metrics["arms"]) == set(ALL_ARMS)
@@ -180,8 +192,37 @@ def test_synthaug_run_writes_every_design_key_and_a_page_with_its_images(tmp_pat
             assert {"mean", "std"} <= set(stats[key]), (arm, key)
             assert 0.0 <= stats[key]["mean"] <= 1.0
         assert len(stats["per_class_f1"]) == len(metrics["dataset"]["classes"])
+        assert stats["many"] is None and stats["few"] is None and 0 <= stats["medium"]["mean"] <= 1
 
     page = _parse(run / "report" / "index.html")
     assert len(page.images) >= 6  # arms, per-class F1, counts, samples, diffusion, loss (memorization if any)
     for src in page.images:
         assert (run / "report" / src).is_file(), src
+
+
+def _paired(mean: float, low: float, high: float, verdict: str) -> dict:
+    return {"mean": mean, "ci": [low, high], "n_seeds": 5, "seed_std": 0.01, "test_se": 0.01, "verdict": verdict}
+
+
+def test_the_report_states_paired_intervals_verdicts_and_long_tail_groups(tmp_path):
+    metrics = _metrics()
+    metrics["lift"]["paired"] = {"real+synthetic": {"vs_real": _paired(0.04, 0.021, 0.059, "helps"),
+                                                    "vs_best_baseline": _paired(-0.02, -0.041, 0.002,
+                                                                                "no clear difference")}}
+    for arm, few in zip(ARMS, (0.2, 0.5, 0.6)):
+        metrics["arms"][arm].update({"many": {"mean": 0.9, "std": 0.0}, "medium": None,
+                                     "few": {"mean": few, "std": 0.05}})
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "metrics.json").write_text(json.dumps(metrics))
+    page = _parse(build_report(report_dir))
+    text = "".join(page.text)
+    assert "+0.040 [+0.021, +0.059]" in text and "helps" in text  # headline: the interval and its verdict
+    assert "-0.020 [-0.041, +0.002]" in text and "no clear difference" in text
+    assert {"many-shot accuracy", "few-shot accuracy", "macro-F1 vs real [95% CI]"} <= set(page.headers)
+    assert "medium-shot accuracy" not in page.headers  # no arm has a medium-shot class
+    assert "0.600 ± 0.050" in text
+    metrics["lift"]["paired"]["real+synthetic"]["vs_real"]["ci"] = "wide"
+    (report_dir / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SynthaugError, match=r"lift\.paired\.real\+synthetic\.vs_real\.ci"):
+        build_report(report_dir)

@@ -181,7 +181,8 @@ def test_planted_pickle_checkpoint_is_refused_without_executing(tmp_path: Path):
 def test_ddp_on_two_cpu_processes_trains_and_saves(tmp_path: Path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "synthaug.cli", "train", str(SMOKE), "--out", str(tmp_path / "ddp"),
-           "--set", "compute.accelerator=cpu", "--set", "compute.devices=2", "--set", "compute.strategy=ddp"]
+           "--set", "compute.accelerator=cpu", "--set", "compute.devices=2", "--set", "compute.strategy=ddp",
+           "--verbose"]  # Lightning's own banners name the world size
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world_size: 2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
