@@ -112,9 +112,18 @@ class SampleGrid(Callback):
 
 
 class StageProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar named after the stage, ``train``, not ``Epoch 0``: training here is one stream
-    of steps (``data.StepBatches``), not epochs."""
+    """Lightning's tqdm bar named after the stage, ``train``, not ``Training`` / ``Epoch 0``: training here is
+    one stream of steps (``data.StepBatches``), not epochs."""
+
+    @property
+    def train_description(self) -> str:
+        return "train"
 
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description("train")
+        # Lightning's own version also renames the bar "Epoch N" (and draws it once so).
+        from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
+
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset(convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0

@@ -40,7 +40,7 @@ def test_recipe_of_only_data_source_is_valid_and_takes_the_documented_defaults(t
     assert recipe.train.max_steps == 3000 and recipe.train.lr == 1.0e-3
     assert recipe.generate.quota.balance == "max" and recipe.generate.quota.per_class is None
     assert recipe.generate.sampler == "dpmpp" and recipe.generate.formats == ["hf"]
-    assert recipe.evaluate.seeds == [0, 1, 2]
+    assert recipe.evaluate.seeds == [0, 1, 2, 3, 4] and recipe.evaluate.steps == "auto"
     assert recipe.run_dir == Path("runs") / recipe.name
 
 

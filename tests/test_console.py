@@ -14,7 +14,7 @@ from helpers import SMOKE
 from synthaug import console
 
 CHATTER = ("GPU available", "TPU available", "Tip:", "litlogger", "┏", "Total params", "LeafSpec",
-           "weights_only", "`Trainer.fit` stopped", "DeprecationWarning", "FutureWarning")
+           "weights_only", "`Trainer.fit` stopped", "DeprecationWarning", "FutureWarning", "Epoch 0", "Training:")
 
 
 def test_run_prints_stages_and_the_summary_only(tmp_path):
