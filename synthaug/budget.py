@@ -49,9 +49,11 @@ def resolve_steps(cfg: EvaluateConfig, n_train: int) -> EvaluateConfig:
     return cfg.model_copy(update={"steps": steps, "judge_steps": judge})
 
 
-def seconds_per_step(x: np.ndarray, num_classes: int, cfg: EvaluateConfig, *, timed: int = 8) -> float:
-    """Wall seconds of one classifier optimizer step on one CPU thread: a batch of ``cfg.batch_size``
-    images like ``x`` (uint8 (N, H, W, C)) through classic augmentation, forward, backward and AdamW."""
+def seconds_per_step(x: np.ndarray, num_classes: int, cfg: EvaluateConfig, *, timed: int = 8,
+                     device: str = "cpu") -> float:
+    """Wall seconds of one classifier optimizer step on one CPU thread (or on a CUDA ``device``): a batch of
+    ``cfg.batch_size`` images like ``x`` (uint8 (N, H, W, C)) through classic augmentation, forward, backward
+    and AdamW."""
     import torch
     import torch.nn.functional as F
 
@@ -60,19 +62,21 @@ def seconds_per_step(x: np.ndarray, num_classes: int, cfg: EvaluateConfig, *, ti
 
     rng = np.random.default_rng(0)
     batch = x[rng.integers(0, len(x), cfg.batch_size)]
-    labels = torch.as_tensor(rng.integers(0, num_classes, cfg.batch_size))
+    labels = torch.as_tensor(rng.integers(0, num_classes, cfg.batch_size)).to(device)
     augment = classic_augmentation(0, cfg.flips)
     with one_thread(), torch.random.fork_rng(devices=[]):
-        model = LitClassifier(x.shape[-1], num_classes, cfg.classifier)
+        model = LitClassifier(x.shape[-1], num_classes, cfg.classifier).to(device)
         optimizer = torch.optim.AdamW(model.parameters())
         for i in range(timed + 2):  # two untimed warm-up steps
             if i == 2:
                 started = time.perf_counter()
             images = np.stack([augment(image=image)["image"] for image in batch])
-            loss = F.cross_entropy(model(to_model_input(images)), labels)
+            loss = F.cross_entropy(model(to_model_input(images).to(device)), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
     return (time.perf_counter() - started) / timed
 
 
@@ -96,18 +100,20 @@ class EvalPlan:
 
 
 def plan_evaluation(cfg: EvaluateConfig, x: np.ndarray, num_classes: int, *, with_judge: bool,
-                    saved: Path | None = None) -> tuple[EvaluateConfig, EvalPlan]:
+                    saved: Path | None = None, accelerator: str = "cpu") -> tuple[EvaluateConfig, EvalPlan]:
     """Resolve ``auto`` steps and fit them to ``cfg.max_minutes`` → (cfg with int steps, the plan).
 
     Args:
         x: the real training images, uint8 (N, H, W, C).
         with_judge: whether a judge is trained too (it shares the budget).
+        accelerator: where the classifiers train (``classifiers.classifier_accelerator``): on a GPU the runs
+            go one after another and the steps are timed there.
         saved: a ``plan.json`` from an earlier, interrupted run of the same evaluation: reused when it was
             made for the same settings and training-set size, so a resume never re-times.
     """
     cfg = resolve_steps(cfg, len(x))
     runs = len(cfg.arms) * len(cfg.seeds)
-    key = {"settings": cfg.model_dump(mode="json", exclude={"workers"}), "n_train": len(x)}
+    key = {"settings": cfg.model_dump(mode="json", exclude={"workers"}), "n_train": len(x), "accelerator": accelerator}
     if saved is not None and saved.exists():
         try:
             earlier = json.loads(saved.read_text())
@@ -117,9 +123,11 @@ def plan_evaluation(cfg: EvaluateConfig, x: np.ndarray, num_classes: int, *, wit
         except (ValueError, TypeError, KeyError):
             pass  # a damaged plan is simply made again
     judge_steps = cfg.judge_steps if with_judge else 0
-    plan = EvalPlan(cfg.steps, judge_steps, runs, min(cfg.workers, runs), cfg.max_minutes, None, None)
+    workers = min(cfg.workers, runs) if accelerator == "cpu" else 1
+    plan = EvalPlan(cfg.steps, judge_steps, runs, workers, cfg.max_minutes, None, None)
     if cfg.max_minutes is not None:
-        plan.seconds_per_step = seconds_per_step(x, num_classes, cfg)
+        device = {"gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator, "cpu")
+        plan.seconds_per_step = seconds_per_step(x, num_classes, cfg, device=device)
         plan.estimated_minutes = plan.estimate()
         if plan.estimated_minutes > cfg.max_minutes:
             factor = cfg.max_minutes / plan.estimated_minutes

@@ -56,6 +56,7 @@ from synthaug.runs import METRICS, RECIPE_FILE
 
 ASSETS, LOSS, INDEX = "assets.npz", "loss.csv", "index.html"
 RECIPE = RECIPE_FILE  # the recipe, copied beside the metrics it produced
+GROUPS = ("many", "medium", "few")  # many/medium/few-shot accuracy per arm (statistics.shot_groups)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -129,19 +130,13 @@ def _check_metrics(metrics: dict, path: Path) -> None:
             bad(f"arms.{arm}", "an object", result)
         if not isinstance(result.get("macro_f1"), dict) or result["macro_f1"].get("mean") is None:
             bad(f"arms.{arm}.macro_f1", 'an object with a "mean"', result.get("macro_f1"))
-        for metric in ("accuracy", "macro_f1", "balanced_accuracy"):
+        for metric in ("accuracy", "macro_f1", "balanced_accuracy", *GROUPS):
             cell = result.get(metric)
             if cell is not None and not isinstance(cell, dict):
                 bad(f"arms.{arm}.{metric}", 'an object with "mean" and "std"', cell)
             for stat in ("mean", "std"):
                 number(f"arms.{arm}.{metric}.{stat}", (cell or {}).get(stat))
         numbers(f"arms.{arm}.per_class_f1", result.get("per_class_f1"), list)
-        for group in ("many", "medium", "few"):
-            cell = result.get(group)
-            if cell is not None and not isinstance(cell, dict):
-                bad(f"arms.{arm}.{group}", 'an object with "mean" and "std"', cell)
-            for stat in ("mean", "std"):
-                number(f"arms.{arm}.{group}.{stat}", (cell or {}).get(stat))
         if result.get("runs") is not None and not isinstance(result["runs"], list):
             bad(f"arms.{arm}.runs", "a list", result["runs"])
     lift = section("lift")
@@ -282,8 +277,6 @@ def _headline(arms: dict, lift: dict) -> str:
         )
     return "".join(f'<p class="headline">{line}</p>' for line in lines) or "<p>No arms to compare.</p>"
 
-
-GROUPS = ("many", "medium", "few")
 
 
 def _arms_table(arms: dict, lift: dict) -> str:

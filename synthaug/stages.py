@@ -401,7 +401,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     started = time.perf_counter()
     accelerator = classifier_accelerator(recipe.compute.accelerator)
     has_synthetic = synthetic is not None and len(synthetic) > 0
-    cfg, plan = plan_evaluation(recipe.evaluate, x, k, with_judge=has_synthetic, saved=out.arm_cache / PLAN_FILE)
+    cfg, plan = plan_evaluation(recipe.evaluate, x, k, with_judge=has_synthetic, saved=out.arm_cache / PLAN_FILE,
+                                accelerator=accelerator)
     if progress:
         console.stage("evaluate", describe(plan))
     quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)

@@ -98,3 +98,13 @@ def test_evaluate_records_the_plan_and_every_arm_gets_its_steps(smoke_synthetic,
     assert {r["steps"] for arm in metrics["arms"].values() for r in arm["runs"]} == {plan["steps"]}
     assert "synthaug evaluate: 2 arm runs of" in result.stdout
     assert (run / "report" / ".runs" / budget.PLAN_FILE).exists()
+
+
+def test_on_a_gpu_the_runs_are_timed_there_and_go_one_after_another(monkeypatch):
+    devices = []
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *a, device="cpu", **k: devices.append(device) or 0.01)
+    cfg = EvaluateConfig(steps=100, max_minutes=5.0, workers=2, seeds=[0, 1], arms=["real"])
+    _, on_gpu = plan_evaluation(cfg, images(), 10, with_judge=False, accelerator="gpu")
+    _, on_cpu = plan_evaluation(cfg, images(), 10, with_judge=False)
+    assert devices == ["cuda", "cpu"] and (on_gpu.workers, on_cpu.workers) == (1, 2)
+    assert on_gpu.estimated_minutes == pytest.approx(2 * on_cpu.estimated_minutes)  # two waves instead of one

@@ -33,11 +33,11 @@ def _assert_same(got: EvalData, expected: EvalData) -> None:
 def test_arm_inputs_reach_a_worker_whole_and_memory_mapped(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(evaluation, "_WORKER_INPUTS", None)
     cfg = EvaluateConfig(steps=3)
-    for synthetic in (_data(5, 200, weight=0.25), None):
-        parts = (_data(12, 0), _data(6, 100), synthetic)
+    for synthetic, cas in ((_data(5, 200, weight=0.25), _data(6, 300)), (None, None)):
+        parts = (_data(12, 0), _data(6, 100), synthetic, cas)  # train, test, synthetic, the CAS set
         with workers._spilled(evaluation._as_arrays(parts), tmp_path) as folder:
             evaluation._load_worker_inputs(workers._unspill(folder), 3, cfg)
-            *got, num_classes, got_cfg = evaluation._WORKER_INPUTS
+            got, num_classes, got_cfg = evaluation._WORKER_INPUTS
             assert (num_classes, got_cfg) == (3, cfg)
             assert isinstance(got[0].x, np.memmap), "one copy in memory for every worker, not one each"
             for mine, theirs in zip(got, parts, strict=True):
