@@ -401,10 +401,12 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     started = time.perf_counter()
     accelerator = classifier_accelerator(recipe.compute.accelerator)
     has_synthetic = synthetic is not None and len(synthetic) > 0
-    cfg, plan = plan_evaluation(recipe.evaluate, x, k, with_judge=has_synthetic, saved=out.arm_cache / PLAN_FILE,
-                                accelerator=accelerator)
+    arms = [arm for arm in recipe.evaluate.arms if has_synthetic or "synthetic" not in arm]  # an empty set: none
+    cfg, plan = plan_evaluation(recipe.evaluate.model_copy(update={"arms": arms}), x, k, with_judge=has_synthetic,
+                                saved=out.arm_cache / PLAN_FILE, accelerator=accelerator)
     if progress:
-        console.stage("evaluate", describe(plan))
+        left_out = "; the synthetic set is empty, so arms with synthetic data are left out" if arms != recipe.evaluate.arms else ""
+        console.stage("evaluate", describe(plan) + left_out)
     quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
     cas = _cas_set(recipe, len(train), k, synthetic, progress) if "synthetic" in cfg.arms and has_synthetic else None
     runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator,

@@ -162,6 +162,15 @@ def test_a_quota_that_asks_for_no_image_writes_a_valid_empty_set(quota: str, why
     assert "quota" in (run / "recipe.yaml").read_text()
 
 
+def test_evaluating_an_empty_synthetic_set_leaves_its_arms_out_and_says_so(run: Path):
+    assert invoke("generate", run, "--set", "generate.quota={per_class: 0}").exit_code == 0
+    result = invoke("evaluate", run, "--set", "evaluate.arms=[real, synthetic, real+synthetic]")
+    assert result.exit_code == 0, result.output  # was: "run `synthaug generate` first", though it had run
+    assert "the synthetic set is empty, so arms with synthetic data are left out" in result.stdout
+    metrics = json.loads((run / "report" / "metrics.json").read_text())
+    assert list(metrics["arms"]) == ["real"] and metrics["quality"] is None
+
+
 def test_an_unknown_class_in_the_quota_leaves_the_runs_recipe_as_it_was(run: Path):
     """Needs the lead's stages.generate: the plan is made before recipe.yaml is saved."""
     before = snapshot(run)
