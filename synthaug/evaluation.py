@@ -399,21 +399,9 @@ def aggregate_runs(runs: list[ArmRun], target: np.ndarray | None = None,
     return result
 
 
-def run_arms(
-    train: EvalData,
-    test: EvalData,
-    synthetic: EvalData | None,
-    num_classes: int,
-    cfg: EvaluateConfig,
-    *,
-    progress: bool = True,
-    cache_dir: Path | None = None,
-    accelerator: str = "cpu",
-    cas: EvalData | None = None,
-) -> dict:
-    """``aggregate_runs`` of ``arm_runs``: per-arm mean ± std over seeds (see ``arm_runs``)."""
-    return aggregate_runs(arm_runs(train, test, synthetic, num_classes, cfg, progress=progress,
-                                   cache_dir=cache_dir, accelerator=accelerator, cas=cas))
+def run_arms(*args, **kwargs) -> dict:
+    """``aggregate_runs`` of ``arm_runs`` (same arguments): per-arm mean ± std over seeds, DESIGN §5 "arms"."""
+    return aggregate_runs(arm_runs(*args, **kwargs))
 
 
 def arm_runs(
