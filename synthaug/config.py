@@ -138,6 +138,34 @@ def _check_augment_value(value: Any, path: tuple, depth: int) -> None:
         _check_augment_value(item, (*path, key), depth + 1)
 
 
+class ConditionedAugmentConfig(_Section):
+    """Non-leaking augmentation of the diffusion model's training images (Karras et al. 2020, 2022).
+
+    Each transform is applied to an image with probability ``p``; the UNet is told which transforms (their
+    parameters are a conditioning input added to the class embedding) and samples are drawn with "no
+    transform", so the samples do not inherit the augmentation while the rare classes are no longer copied.
+    """
+
+    p: float = Field(0.0, ge=0.0, le=1.0, description="probability of each transform per image; 0 = off")
+    xflip: bool = Field(True, description="mirror left-right (half the time, when chosen)")
+    scale: float = Field(0.2, ge=0.0, le=1.0, description="std of the log2 zoom factor")
+    rotate: float = Field(10.0, ge=0.0, le=180.0, description="largest rotation, degrees")
+    translate: float = Field(0.125, ge=0.0, le=0.5, description="std of the shift, a fraction of the image side")
+    color: float = Field(0.1, ge=0.0, le=1.0, description="std of brightness shift and log2 contrast "
+                                                          "(and log2 saturation with 3 channels)")
+
+
+class CBDMConfig(_Section):
+    """Class-balancing diffusion (Qin et al., CVPR 2023): pulls every class's prediction toward that of a
+    uniformly drawn class at the same noisy image, moving head-class knowledge to the tail. Costs a second
+    UNet forward pass per step."""
+
+    weight: float = Field(0.0, ge=0.0, le=100.0, description="tau, the regulariser's weight at t = T "
+                                                             "(it grows linearly with t); 0 = off")
+    gamma: float = Field(0.25, ge=0.0, le=10.0, description="weight of the commitment term that pulls the "
+                                                            "drawn class's prediction back")
+
+
 class TrainConfig(_Section):
     max_steps: int = Field(3000, ge=1)
     max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
@@ -151,6 +179,8 @@ class TrainConfig(_Section):
     # 1 = fully balanced batches. Full balance makes the model copy tail images (docs/BENCHMARKS.md).
     class_balance: float = Field(0.5, ge=0.0, le=1.0)
     augment: list[dict[str, dict[str, Any] | None]] = Field([], max_length=AUGMENT_MAX_ITEMS)
+    conditioned_augment: ConditionedAugmentConfig = ConditionedAugmentConfig()
+    cbdm: CBDMConfig = CBDMConfig()
     freeze: list[Literal["down_blocks", "mid_block"]] = []
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int | None = Field(None, ge=1)
@@ -196,6 +226,17 @@ class FilterConfig(_Section):
     max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
 
 
+class FeedbackConfig(_Section):
+    """Feedback-guided selection (after Askari-Hemmat et al. 2024): draw ``candidates`` samples per wanted
+    image and keep the one a classifier trained on the real training split finds hardest, so the synthetic
+    set adds what the real set lacks rather than more of what it has."""
+
+    criterion: Literal["entropy", "loss"] | None = Field(
+        None, description="entropy: the judge's predictive entropy; loss: its cross-entropy on the sample's "
+                          "label; null = off (one sample per image)")
+    candidates: int = Field(4, ge=2, le=64, description="samples drawn per kept image")
+
+
 Sampler = Literal["dpmpp", "dpmpp-ode", "ddim", "ddpm", "euler", "unipc"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
@@ -210,6 +251,7 @@ class GenerateConfig(_Section):
     strength: float = Field(0.6, gt=0.0, le=1.0)
     batch_size: int = Field(256, ge=1)
     filter: FilterConfig = FilterConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     formats: list[Literal["hf", "parquet", "imagefolder"]] = ["hf"]
     # bf16 autocast on CPUs with native bf16; "auto" picks it only where it is faster.
     precision: Literal["auto", "32-true", "bf16-mixed"] = "32-true"
@@ -281,7 +323,16 @@ ARMS = (
     "synthetic",
     "real+synthetic",
     "real+synthetic+classic",
+    # How the classifier uses the synthetic set, beside mixing (same step budget as every arm):
+    # pre-train on it then fine-tune on real; or train on real+synthetic then re-train the last layer on
+    # class-balanced real rows (SYNAuG, Ye-Bin et al. 2023).
+    "synthetic-then-real",
+    "synthetic-then-real+classic",
+    "real+synthetic-then-head",
+    "real+synthetic-then-head+classic",
 )
+# What `evaluate.arms` runs unless a recipe lists arms: the mixing arms and every baseline.
+DEFAULT_ARMS = ARMS[:8]
 
 
 class EvaluateConfig(_Section):
@@ -294,7 +345,7 @@ class EvaluateConfig(_Section):
     lr: float = Field(2.0e-3, gt=0, le=1.0)
     # 5: the paired interval's t quantile falls from 4.3 (3 seeds) to 2.8; docs/BENCHMARKS.md "statistics"
     seeds: list[int] = [0, 1, 2, 3, 4]
-    arms: list[str] = list(ARMS)
+    arms: list[str] = list(DEFAULT_ARMS)
     workers: int = Field(2, ge=1, description="parallel one-thread worker processes for arms x seeds")
     flips: bool = False  # digits and text must not be flipped; natural images may
     memorization_threshold: float = Field(1 / 3, gt=0, lt=1)

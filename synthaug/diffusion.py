@@ -20,7 +20,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from synthaug import __version__
-from synthaug.config import ModelConfig, TrainConfig
+from synthaug.config import ConditionedAugmentConfig, ModelConfig, TrainConfig
 from synthaug.errors import SynthaugError
 from synthaug.seeds import step_seed
 
@@ -112,6 +112,57 @@ def load_base_unet(cfg: ModelConfig, num_classes: int, image_size: int, channels
     return conditional
 
 
+AUGMENT_DIM = 9  # x-flip, log2 zoom, cos(rotation) − 1, sin(rotation), shift x, shift y, brightness, log2 contrast, log2 saturation
+
+
+def conditioned_augment(images: torch.Tensor, cfg: ConditionedAugmentConfig, gen: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a batch ``(B, C, H, W)`` in [−1, 1] → (images, parameters ``(B, AUGMENT_DIM)``).
+
+    Each transform is chosen per image with probability ``cfg.p``; the parameters of an image left alone
+    are all zero, which is what sampling asks for. Every random number is drawn whatever the settings, so a
+    setting changes its own transform only. Geometry is one affine warp with reflected borders (as ADA pads).
+    """
+    b, c = images.shape[:2]
+    device = images.device
+
+    def chosen() -> torch.Tensor:
+        return (torch.rand(b, generator=gen) < cfg.p).float()
+
+    flip = torch.randint(0, 2, (b,), generator=gen).float() * chosen() * float(cfg.xflip)
+    zoom = torch.randn(b, generator=gen) * cfg.scale * chosen()
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(cfg.rotate) * chosen()
+    shift = torch.randn(b, 2, generator=gen) * cfg.translate * chosen()[:, None]
+    bright = torch.randn(b, generator=gen) * cfg.color * chosen()
+    contrast = torch.randn(b, generator=gen) * cfg.color * chosen()
+    saturation = torch.randn(b, generator=gen) * cfg.color * chosen() * float(c == 3)
+    params = torch.stack([flip, zoom, angle.cos() - 1, angle.sin(), shift[:, 0], shift[:, 1], bright, contrast,
+                          saturation], dim=1)
+
+    # forward map (input → output, normalised coordinates): shift ∘ rotate ∘ zoom ∘ flip; the grid wants its inverse
+    cos, sin, z = angle.cos(), angle.sin(), torch.exp2(zoom)
+    forward = torch.zeros(b, 3, 3)
+    forward[:, 0, 0], forward[:, 0, 1] = cos * z * (1 - 2 * flip), -sin * z
+    forward[:, 1, 0], forward[:, 1, 1] = sin * z * (1 - 2 * flip), cos * z
+    forward[:, :2, 2], forward[:, 2, 2] = 2 * shift, 1
+    theta = torch.linalg.inv(forward)[:, :2].to(device=device, dtype=images.dtype)
+    warped = F.grid_sample(images, F.affine_grid(theta, list(images.shape), align_corners=False),
+                           mode="bilinear", padding_mode="reflection", align_corners=False)
+    moved = params[:, :6].abs().sum(dim=1).to(device) > 0
+    out = torch.where(moved[:, None, None, None], warped, images)
+
+    view = (b, 1, 1, 1)
+    coloured = out + bright.to(out).view(view)
+    mean = coloured.mean(dim=(1, 2, 3), keepdim=True)
+    coloured = mean + (coloured - mean) * torch.exp2(contrast).to(out).view(view)
+    if c == 3:
+        grey = coloured.mean(dim=1, keepdim=True)
+        coloured = grey + (coloured - grey) * torch.exp2(saturation).to(out).view(view)
+    recoloured = params[:, 6:].abs().sum(dim=1).to(device) > 0
+    out = torch.where(recoloured[:, None, None, None], coloured.clamp(-1, 1), out)
+    return out, params.to(device=device, dtype=images.dtype)
+
+
 def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """Min-SNR-γ loss weights (Hang et al. 2023), expressed for the model's prediction target."""
     alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
@@ -144,6 +195,18 @@ class ClassConditionalDiffusion(pl.LightningModule):
         for name in train.freeze:
             getattr(self.unet, name).requires_grad_(False)
         self.ema = EMAModel(self.unet.parameters(), decay=train.ema_decay, use_ema_warmup=True) if train.ema_decay > 0 else None
+        # Non-leaking augmentation: the parameters enter through a bias-free linear map added to the class
+        # embedding, so "no augmentation" (all zeros) adds exactly nothing. Sampling uses the bare UNet, which is
+        # "no augmentation"; the map is trained, checkpointed and resumed here but never saved with the model.
+        self.augment_embedding = None
+        self._augment_emb: torch.Tensor | None = None
+        if train.conditioned_augment.p > 0:
+            self.augment_embedding = torch.nn.Linear(AUGMENT_DIM, self.unet.class_embedding.embedding_dim, bias=False)
+            torch.nn.init.zeros_(self.augment_embedding.weight)
+            self.unet.class_embedding.register_forward_hook(self._add_augment_embedding)
+
+    def _add_augment_embedding(self, module, inputs, output: torch.Tensor) -> torch.Tensor | None:
+        return None if self._augment_emb is None else output + self._augment_emb.to(output.dtype)
 
     @property
     def null_class(self) -> int:
@@ -161,13 +224,36 @@ class ClassConditionalDiffusion(pl.LightningModule):
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen).to(images.device)
         drop = (torch.rand(b, generator=gen) < self.cfg.label_dropout).to(images.device)
         labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        noisy = self.scheduler.add_noise(images, noise, t)
-        pred = self.unet(noisy, t, class_labels=labels).sample
-        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(images, noise, t)
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if self.cfg.snr_gamma is not None:
-            per_sample = per_sample * snr_weights(self.scheduler, t, self.cfg.snr_gamma, self.prediction_type)
+        if self.augment_embedding is not None:
+            aug_gen = torch.Generator().manual_seed(step_seed(self.seed, step, self.global_rank, 3))
+            images, params = conditioned_augment(images, self.cfg.conditioned_augment, aug_gen)
+            self._augment_emb = self.augment_embedding(params)
+        try:
+            noisy = self.scheduler.add_noise(images, noise, t)
+            pred = self.unet(noisy, t, class_labels=labels).sample
+            target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(images, noise, t)
+            per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            if self.cfg.snr_gamma is not None:
+                per_sample = per_sample * snr_weights(self.scheduler, t, self.cfg.snr_gamma, self.prediction_type)
+            if self.cfg.cbdm.weight > 0:
+                per_sample = per_sample + self._cbdm_term(noisy, t, pred, drop, step)
+        finally:
+            self._augment_emb = None
         return per_sample.mean()
+
+    def _cbdm_term(self, noisy: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, dropped: torch.Tensor,
+                   step: int) -> torch.Tensor:
+        """CBDM's regulariser per sample (Qin et al. 2023): the prediction for the true class and that for a
+        uniformly drawn class at the same noisy image pull toward each other, weighted τ·t/T; rows trained on
+        the null class carry none."""
+        gen = torch.Generator().manual_seed(step_seed(self.seed, step, self.global_rank, 4))
+        other = torch.randint(0, self.num_classes, (noisy.shape[0],), generator=gen).to(noisy.device)
+        pred_other = self.unet(noisy, t, class_labels=other).sample.float()
+        pred = pred.float()
+        pull = F.mse_loss(pred, pred_other.detach(), reduction="none").mean(dim=(1, 2, 3))
+        commit = F.mse_loss(pred.detach(), pred_other, reduction="none").mean(dim=(1, 2, 3))
+        weight = self.cfg.cbdm.weight * t.float() / self.scheduler.config.num_train_timesteps
+        return weight * (pull + self.cfg.cbdm.gamma * commit) * (~dropped).float()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch["images"], batch["labels"], int(batch["step"]))
@@ -188,7 +274,7 @@ class ClassConditionalDiffusion(pl.LightningModule):
             self.ema.step(self.unet.parameters())
 
     def configure_optimizers(self):
-        params = [p for p in self.unet.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
         total = max(self.trainer.max_steps, 1) if self.trainer is not None else self.cfg.max_steps
         schedule = get_cosine_schedule_with_warmup(optimizer, min(self.cfg.warmup_steps, total // 10), total)
