@@ -87,6 +87,20 @@ class EndlessShuffle(Sampler[int]):
             yield from torch.randperm(self.n, generator=self.generator).tolist()
 
 
+class EndlessClassBalanced(Sampler[int]):
+    """Indices drawn with replacement, every class equally likely and every row of a class too (a row
+    weighs 1 / its class's count): class-balanced sampling (Kang et al. 2020), seeded, forever."""
+
+    def __init__(self, y: np.ndarray, seed: int):
+        self.weights = torch.as_tensor(1.0 / np.bincount(y)[y], dtype=torch.float64)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            draws = torch.multinomial(self.weights, len(self.weights), True, generator=self.generator)
+            yield from draws.tolist()
+
+
 # ---------------------------------------------------------------------------------------- classifiers
 
 
@@ -205,8 +219,17 @@ class LitClassifier(pl.LightningModule):
         f1 = multiclass_f1_score(preds, target, self.hparams.num_classes, average="macro")
         self.log("val_macro_f1", f1)
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Lightning puts the whole model in train mode; frozen layers stay in eval mode, so their batch-norm
+        # running statistics are frozen with their weights.
+        for module in self.net.modules():
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                module.eval()
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=5e-4)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.hparams.lr, total_steps=self.hparams.max_steps
         )
@@ -289,12 +312,19 @@ def fit_classifier(
     seed: int,
     classic: bool,
     accelerator: str = "cpu",
+    start: LitClassifier | None = None,
+    retrain_head: bool = False,
 ) -> FitResult:
-    """Train a fresh classifier for exactly ``steps`` optimizer steps on ``data``.
+    """Train a classifier for exactly ``steps`` optimizer steps on ``data``: a fresh one, or one that
+    starts from a copy of the weights of ``start`` (fine-tuning; ``start`` itself is left as it is).
 
     Batches are drawn by ``EndlessShuffle`` so data size never limits the steps. With a non-empty
     ``val``, the model is checked every ``steps / 10`` steps and the best weights are kept. On a GPU
     (``accelerator="gpu"``) the same seeds give a deterministic model too, though not the CPU's.
+
+    ``retrain_head``: classifier re-training (cRT, Kang et al. 2020, as SYNAuG, Ye-Bin et al. 2023, uses
+    it): the last linear layer is reinitialised and trained alone on class-balanced batches
+    (``EndlessClassBalanced``); every other weight and batch-norm statistic stays as it is.
     """
     if accelerator != "cpu":  # deterministic cuBLAS needs a fixed workspace (torch's reproducibility notes)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -302,12 +332,16 @@ def fit_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds["init"])
         model = LitClassifier(data.x.shape[-1], num_classes, cfg.classifier, cfg.lr, steps)
+        if start is not None:
+            model.net.load_state_dict(start.net.state_dict())
+        if retrain_head:
+            model.net.requires_grad_(False)
+            model.net.head.requires_grad_(True)
+            model.net.head.reset_parameters()
     augment = classic_augmentation(seeds["augment"], cfg.flips) if classic else None
-    train_loader = DataLoader(
-        _ImageDataset(data, augment),
-        batch_size=cfg.batch_size,
-        sampler=EndlessShuffle(len(data), seeds["order"]),
-    )
+    order = seeds["order"]
+    sampler = EndlessClassBalanced(data.y, order) if retrain_head else EndlessShuffle(len(data), order)
+    train_loader = DataLoader(_ImageDataset(data, augment), batch_size=cfg.batch_size, sampler=sampler)
     has_val = val is not None and len(val) > 0
     val_loader = DataLoader(_ImageDataset(val), batch_size=PREDICT_BATCH) if has_val else None
     keep_best = KeepBestWeights()

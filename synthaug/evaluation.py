@@ -4,8 +4,10 @@ An *arm* is one way of composing a classifier's training data from the real trai
 synthetic images): ``real``, ``classic`` (real + augmentation), ``oversample``, ``smote``, ``synthetic``,
 ``real+synthetic``, ... Every arm trains the same classifier (``classifiers.fit_classifier``) for exactly
 ``cfg.steps`` optimizer steps (more data is not more compute), on the same seeds, and is scored once on the
-held-out test split. Finished runs are cached by the content they read; with ``evaluate.workers > 1`` they
-run in a pool of worker processes (``workers.run_pool``).
+held-out test split. The ``X-then-Y`` arms split those steps between two phases (``arm_phases``): pre-training
+on the synthetic set then fine-tuning on real rows, or re-training the last layer on real rows. Finished runs
+are cached by the content they read; with ``evaluate.workers > 1`` they run in a pool of worker processes
+(``workers.run_pool``).
 
 Invariant (DESIGN §8): the test split never reaches any training. Model selection uses a validation
 slice carved from the real training data only; test images are used for the final metrics alone.
@@ -35,6 +37,12 @@ from synthaug.workers import WorkerDied, exit_if_reimported_in_worker, run_pool
 SYNTHETIC_ARMS = tuple(arm for arm in ARMS if "synthetic" in arm)
 BASELINE_ARMS = tuple(arm for arm in ARMS if "synthetic" not in arm)
 VALIDATION_FRACTION = 0.1
+# synthetic-then-real: half the steps pre-train on the synthetic set, half fine-tune on the real rows. An
+# even split gives the synthetic features as much training as the real fit, without starving either phase.
+PRETRAIN_FRACTION = 0.5
+# real+synthetic-then-head: the last fifth re-trains the last layer alone. A linear layer on fixed features
+# converges in a few passes (SYNAuG and cRT re-train it for a few epochs), so most steps go to the features.
+HEAD_FRACTION = 0.2
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -168,6 +176,13 @@ def _balanced(data: EvalData, num_classes: int) -> EvalData:
     return data.take(keep)
 
 
+def _check_arm(arm: str, synthetic: EvalData | None) -> None:
+    if arm not in ARMS:
+        raise SynthaugError(f"unknown arm {arm!r}; arms are {', '.join(ARMS)}")
+    if "synthetic" in arm and (synthetic is None or len(synthetic) == 0):
+        raise SynthaugError(f"arm {arm!r} needs synthetic images; generate them first or drop the arm")
+
+
 def arm_training_set(
     arm: str, real: EvalData, synthetic: EvalData | None, seed: int, synthetic_weight: float = 1.0,
     cas: EvalData | None = None,
@@ -175,7 +190,7 @@ def arm_training_set(
     """The training data of one arm and whether classic augmentation is applied to it.
 
     Args:
-        arm: one of ``synthaug.config.ARMS``.
+        arm: one of ``synthaug.config.ARMS`` without "-then-" (those train in phases: ``arm_phases``).
         real: the real training rows the arm may use (already without the validation slice).
         synthetic: generated rows, or None; arms with "synthetic" in their name need them.
         seed: seeds the random oversampling and SMOTE.
@@ -185,10 +200,9 @@ def arm_training_set(
     Returns:
         (data, classic): the rows to train on (images (N, H, W, C)), and True for "+classic" arms.
     """
-    if arm not in ARMS:
-        raise SynthaugError(f"unknown arm {arm!r}; arms are {', '.join(ARMS)}")
-    if "synthetic" in arm and (synthetic is None or len(synthetic) == 0):
-        raise SynthaugError(f"arm {arm!r} needs synthetic images; generate them first or drop the arm")
+    _check_arm(arm, synthetic)
+    if "-then-" in arm:
+        raise SynthaugError(f"arm {arm!r} trains in phases, each on its own data: see arm_phases")
     classic = arm in ("classic",) or arm.endswith("+classic")
     base = arm.removesuffix("+classic")
     if base in ("real", "classic"):
@@ -209,16 +223,57 @@ def arm_training_set(
 
 
 @dataclass
+class Phase:
+    """One training phase of an arm: ``steps`` optimizer steps on ``data``, each phase after the first
+    starting from the weights the one before it ended with."""
+
+    data: EvalData
+    steps: int
+    retrain_head: bool = False  # only the last layer, on class-balanced batches (classifiers.fit_classifier)
+
+
+def arm_phases(
+    arm: str, real: EvalData, synthetic: EvalData | None, seed: int, steps: int,
+    synthetic_weight: float = 1.0, cas: EvalData | None = None,
+) -> tuple[list[Phase], bool]:
+    """The training phases of one arm, which share its ``steps``, and whether classic augmentation is
+    applied (in every phase). One phase (``arm_training_set``) for all arms but these two families:
+
+    - ``synthetic-then-real``: pre-train on the whole synthetic set (not the CAS set), then fine-tune on
+      ``real``; ``PRETRAIN_FRACTION`` of the steps pre-train.
+    - ``real+synthetic-then-head``: train on ``real+synthetic`` (``synthetic_weight`` as there), then
+      re-train the last layer on ``real`` with class-balanced sampling, the rest frozen (SYNAuG, Ye-Bin et
+      al. 2023); ``HEAD_FRACTION`` of the steps (at least one) re-train the head.
+
+    A first phase left with no steps (``steps`` of 1) is dropped.
+    """
+    _check_arm(arm, synthetic)
+    first, _, then = arm.partition("-then-")
+    classic = arm.endswith("+classic")
+    if then.removesuffix("+classic") == "real":
+        pretrain = int(steps * PRETRAIN_FRACTION)
+        phases = [Phase(synthetic, pretrain), Phase(real, steps - pretrain)]
+    elif then.removesuffix("+classic") == "head":
+        head = max(1, round(steps * HEAD_FRACTION))
+        mixed, _ = arm_training_set(first, real, synthetic, seed, synthetic_weight)
+        phases = [Phase(mixed, steps - head), Phase(real, head, retrain_head=True)]
+    else:
+        data, classic = arm_training_set(arm, real, synthetic, seed, synthetic_weight, cas)
+        phases = [Phase(data, steps)]
+    return [phase for phase in phases if phase.steps > 0], classic
+
+
+@dataclass
 class ArmRun:
     """One arm trained at one seed: its test metrics and what it was trained on."""
 
     arm: str
     seed: int
     metrics: dict  # classification_metrics on the test split
-    steps: int
+    steps: int  # of all phases together
     images_seen: int
-    best_step: int | None
-    train_ids: np.ndarray  # ids of every training row (repeats for oversampled rows)
+    best_step: int | None  # counted from the first phase's first step
+    train_ids: np.ndarray  # ids of every training row of every phase (repeats for oversampled rows)
     val_ids: np.ndarray  # ids of the validation slice
     preds: np.ndarray  # int64 class predictions on the test split, (N_test,): for paired statistics
 
@@ -261,6 +316,10 @@ def run_arm(
     The validation slice comes from ``train`` (real rows) with a split that depends on the seed only,
     so every arm at a seed is selected on the same slice. Trains on one torch thread (``one_thread``), or
     on ``accelerator`` (a Lightning accelerator name; ``classifiers.classifier_accelerator``).
+
+    An arm in phases (``arm_phases``) selects its weights on the validation slice in its last phase only;
+    an earlier phase hands on its final weights (its one-cycle schedule has annealed by then). Each phase
+    after the first draws from its own seeds, derived from ``seed``.
     """
     cfg = resolve_steps(cfg, len(train))
     leaked = np.intersect1d(train.ids, test.ids)
@@ -270,13 +329,23 @@ def run_arm(
         )
     fit_idx, val_idx = validation_split(train.y, run_seeds(seed)["split"])
     real_fit, val = train.take(fit_idx), train.take(val_idx)
-    data, classic = arm_training_set(arm, real_fit, synthetic, seed, cfg.synthetic_weight, cas)
+    phases, classic = arm_phases(arm, real_fit, synthetic, seed, cfg.steps, cfg.synthetic_weight, cas)
+    fits = []
     with one_thread():
-        fit = fit_classifier(data, val, num_classes, cfg, steps=cfg.steps, seed=seed, classic=classic,
-                             accelerator=accelerator)
-        preds = predict(fit.model, test.x)
+        for i, phase in enumerate(phases):
+            last = i == len(phases) - 1
+            phase_seed = seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            fits.append(fit_classifier(
+                phase.data, val if last else None, num_classes, cfg, steps=phase.steps, seed=phase_seed,
+                classic=classic, accelerator=accelerator, start=fits[-1].model if fits else None,
+                retrain_head=phase.retrain_head,
+            ))
+        preds = predict(fits[-1].model, test.x)
     metrics = classification_metrics(preds, test.y, num_classes)
-    return ArmRun(arm, seed, metrics, fit.steps, fit.images_seen, fit.best_step, data.ids, val.ids, preds)
+    before_last = sum(fit.steps for fit in fits[:-1])
+    best_step = None if fits[-1].best_step is None else before_last + fits[-1].best_step
+    return ArmRun(arm, seed, metrics, before_last + fits[-1].steps, sum(fit.images_seen for fit in fits),
+                  best_step, np.concatenate([phase.data.ids for phase in phases]), val.ids, preds)
 
 
 # --------------------------------------------------------------------------------------- the arm cache

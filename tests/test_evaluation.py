@@ -80,6 +80,8 @@ def test_each_arm_composes_its_training_data_as_documented():
     assert counts("synthetic") == ([0, 3, 6], False)
     assert counts("real+synthetic") == ([6, 6, 7], False)
     assert counts("real+synthetic+classic") == ([6, 6, 7], True)
+    with pytest.raises(SynthaugError, match="phases"):  # each phase has its own data: arm_phases
+        arm_training_set("synthetic-then-real", real, synthetic, seed=0)
 
 
 def test_synthetic_rows_can_weigh_less_in_the_loss():
