@@ -2,7 +2,8 @@
 
 Each rank takes every ``world_size``-th remaining plan row (no padding, so no row is made twice) and
 writes its own shards through ``ShardWriter``; the images do not depend on which rank made them,
-because every row carries its own seed.
+because every row carries its own seed. With ``generate.feedback`` on, the plan holds several candidate rows
+per wanted image and ``filter_samples`` keeps one of them (its docstring has the rule).
 """
 
 from __future__ import annotations
@@ -204,41 +205,90 @@ def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
     return out
 
 
-def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
-    """The judge's softmax probability of each image's own label → float32 (N,)."""
+def judge_scores(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> dict[str, np.ndarray]:
+    """The judge's view of each image → float32 (N,) arrays: ``confidence`` (softmax probability of its own
+    label), ``entropy`` (of the predictive distribution, nats), ``loss`` (cross-entropy on its own label) and
+    ``correct`` (1.0 where the judge's argmax is the label)."""
     from synthaug.images import to_model_input
 
-    out = []
+    names = ("confidence", "entropy", "loss", "correct")
+    out: dict[str, list] = {name: [] for name in names}
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            probs = judge(to_model_input(images[i:i + batch])).softmax(dim=1)
-            out.append(probs[torch.arange(len(probs)), torch.as_tensor(labels[i:i + batch])].numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+            logits = judge(to_model_input(images[i:i + batch]))
+            logp, own, rows = logits.log_softmax(dim=1), torch.as_tensor(labels[i:i + batch]), torch.arange(len(logits))
+            at_label = logp[rows, own]
+            out["confidence"].append(logits.softmax(dim=1)[rows, own].numpy())
+            out["entropy"].append(-(logp.exp() * logp).sum(dim=1).numpy())
+            out["loss"].append((-at_label).numpy())
+            out["correct"].append((logp.argmax(dim=1) == own).float().numpy())
+    return {k: np.concatenate(v).astype(np.float32) if v else np.zeros(0, np.float32) for k, v in out.items()}
+
+
+def judge_confidence(judge, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> np.ndarray:
+    """The judge's softmax probability of each image's own label → float32 (N,)."""
+    return judge_scores(judge, images, labels, batch)["confidence"]
+
+
+def selects(g: GenerateConfig) -> bool:
+    """Whether ``generate`` keeps a selection of the rows it samples (``filter``, ``feedback``), not all of them."""
+    return g.filter.min_confidence is not None or g.filter.min_novelty is not None or g.feedback.criterion is not None
+
+
+def candidates_per_image(g: GenerateConfig) -> int:
+    """Rows sampled per wanted image: ``feedback.candidates`` with feedback on, else 1."""
+    return g.feedback.candidates if g.feedback.criterion is not None else 1
+
+
+def feedback_text(g: GenerateConfig, prefix: str = "") -> str:
+    """Feedback selection in words ("" when off), for the stage line and the dataset card."""
+    fb = g.feedback
+    return f"{prefix}{fb.criterion}, the hardest of {fb.candidates} candidates per image" if fb.criterion else ""
 
 
 def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
-    """Drop the samples that fail ``generate.filter``; refill with new seeds.
+    """Keep per wanted image the candidate ``generate.feedback`` prefers among those ``generate.filter`` passes;
+    refill with new seeds.
 
-    Two tests, each applied when set. ``min_confidence``: a judge trained on the real training split gives
+    Filters, each applied when set. ``min_confidence``: a judge trained on the real training split gives
     the sample its label with at least this probability. ``min_novelty``: the sample is no near-copy, its
     nearest / second-nearest training-image distance ratio (``quality.nearest_neighbour_ratio``, the
-    report's memorization test) is at least this. Each round plans, per class, enough extra rows (new
-    indices, so new seeds) to cover the shortfall at the class's acceptance rate so far, for at most
-    ``filter.max_tries`` rounds. The shards are scored batch by batch, so memory holds one batch of images.
+    report's memorization test) is at least this.
 
-    Returns ``(parts, take, scores, acceptance)``: the ``Parts`` of ``parts_dir``; the entries kept (at most
-    the quota per class, in class then plan order); ``confidence`` and ``novelty`` by plan position (NaN for a
-    test not applied), for ``writers.synthetic_batches``; the acceptance rate per class.
+    Feedback (``feedback.criterion``, after Askari-Hemmat et al. 2024, "Feedback-guided data synthesis"):
+    the plan holds K = ``feedback.candidates`` rows per wanted image (slot), slot i of class c being the rows
+    of indices i*K … i*K+K-1, each with its own seed ``derive_seed(seed, c, i*K + j)``. The same judge scores
+    every candidate (``entropy``: its predictive entropy; ``loss``: its cross-entropy on the candidate's
+    label) and the slot keeps its eligible candidate of highest score, the lowest j on a tie. So the image at
+    slot (c, i) depends on the seed, c, i and the settings only, never on batch size, processes or
+    interruption. The paper steers the sampler with the judge's gradient; selecting among whole samples
+    instead costs no backward pass through judge and UNet, works with every sampler, and keeps one seed per
+    image, so each kept image is reproduced from its own row. Eligible: passes the filters set and, unless
+    ``min_confidence`` sets a floor of its own, the judge's argmax is the label: the hardest sample by
+    entropy or loss is otherwise most often one of another class, or noise.
+
+    Without feedback a slot is one row (K = 1) and the rule reduces to the filters. A slot with no eligible
+    candidate is empty; each round plans, per class, enough new slots (new indices, so new seeds) to cover the
+    shortfall at the class's slot fill rate so far, for at most ``filter.max_tries`` rounds. A slot an
+    interrupted round left incomplete gets its missing candidates in the next round before it can be chosen.
+    The shards are scored batch by batch, so memory holds one batch of images.
+
+    Returns ``(parts, take, scores, acceptance, feedback)``: the ``Parts`` of ``parts_dir``; the entries kept
+    (at most the quota per class, in class then plan order); ``confidence``, ``novelty`` (and ``feedback``)
+    by plan position (NaN where not computed), for ``writers.synthetic_batches``; the share of candidates
+    eligible per class; a summary of the feedback scores for generation.json (None with feedback off).
     """
     from synthaug.classifiers import train_judge
     from synthaug.evaluation import EvalData
     from synthaug.writers import Parts
 
-    f = recipe.generate.filter
+    g = recipe.generate
+    f, criterion, k_cand = g.filter, g.feedback.criterion, candidates_per_image(g)
     judge = None
-    if f.min_confidence is not None:
+    if f.min_confidence is not None or criterion is not None:
         judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
-    scores = {"confidence": np.zeros(0), "novelty": np.zeros(0)}  # by plan position; NaN = not tested
+    names = ("confidence", "novelty") + (("feedback", "correct") if criterion else ())
+    scores = {name: np.zeros(0) for name in names}  # by plan position; NaN = not computed
     scored = np.zeros(0, dtype=bool)
     for round_ in range(f.max_tries + 1):
         parts = Parts.read(parts_dir)
@@ -246,36 +296,69 @@ def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], clas
         scored = np.concatenate([scored, np.zeros(size - len(scored), dtype=bool)])
         for name in scores:
             scores[name] = np.concatenate([scores[name], np.full(size - len(scores[name]), np.nan)])
-        _score(parts, np.flatnonzero(~scored[parts.position]), scores, judge, x if f.min_novelty is not None else None)
+        _score(parts, np.flatnonzero(~scored[parts.position]), scores, judge,
+               x if f.min_novelty is not None else None, criterion)
         scored[parts.position] = True
         ok = np.ones(len(parts), dtype=bool)
         if f.min_confidence is not None:
             ok &= scores["confidence"][parts.position] >= f.min_confidence
+        elif criterion is not None:
+            ok &= scores["correct"][parts.position] == 1.0
         if f.min_novelty is not None:
             ok &= scores["novelty"][parts.position] >= f.min_novelty
-        labels = parts.label
-        short = {k: quotas[c] - int(ok[labels == k].sum()) for k, c in enumerate(classes)}
+        labels, slots = parts.label, parts.index // k_cand
+        feedback = scores["feedback"][parts.position] if criterion else np.zeros(len(parts))
+        chosen, missing_rows = _best_candidates(labels, parts.index, ok, feedback, k_cand)
+        short = {k: quotas[c] - int((labels[chosen] == k).sum()) for k, c in enumerate(classes)}
         if all(v <= 0 for v in short.values()) or round_ == f.max_tries:
             break
-        extra, next_position = [], size
+        extra = [PlanRow(size + n, k, index, derive_seed(recipe.seed, k, index))
+                 for n, (k, index) in enumerate(missing_rows)]
         for k, missing in short.items():
             if missing <= 0:
                 continue
-            tried = int((labels == k).sum())
-            rate = max(ok[labels == k].mean() if tried else 1.0, 0.1)
-            first = int(parts.index[labels == k].max()) + 1 if tried else 0
-            for index in range(first, first + int(np.ceil(missing / rate))):
-                extra.append(PlanRow(next_position, k, index, derive_seed(recipe.seed, k, index)))
-                next_position += 1
+            tried = len(np.unique(slots[labels == k]))
+            rate = max((labels[chosen] == k).sum() / tried if tried else 1.0, 0.1)
+            first = int(slots[labels == k].max()) + 1 if tried else 0
+            for slot in range(first, first + int(np.ceil(missing / rate))):
+                for index in range(slot * k_cand, (slot + 1) * k_cand):
+                    extra.append(PlanRow(size + len(extra), k, index, derive_seed(recipe.seed, k, index)))
         sample(extra, len(extra))
 
-    take = np.concatenate([np.flatnonzero((labels == k) & ok)[: quotas[c]] for k, c in enumerate(classes)]
+    take = np.concatenate([chosen[labels[chosen] == k][: quotas[c]] for k, c in enumerate(classes)]
                           + [np.zeros(0, dtype=np.int64)])
     acceptance = {c: float(ok[labels == k].mean()) if (labels == k).any() else 1.0 for k, c in enumerate(classes)}
-    return parts, take, scores, acceptance
+    summary = None
+    if criterion is not None:
+        summary = {"criterion": criterion, "candidates": k_cand,
+                   "eligible": "judge confidence >= filter.min_confidence" if f.min_confidence is not None
+                   else "judge argmax == label",
+                   "mean_score_kept": float(feedback[take].mean()) if len(take) else None,
+                   "mean_score_candidates": float(feedback.mean()) if len(parts) else None}
+    return parts, take, scores, acceptance, summary
 
 
-def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, train_x: np.ndarray | None) -> None:
+def _best_candidates(labels: np.ndarray, index: np.ndarray, ok: np.ndarray, score: np.ndarray, k_cand: int):
+    """Per (class, slot ``index // k_cand``): the eligible (``ok``) entry of highest ``score``, the lowest
+    candidate ``index % k_cand`` on a tie; only complete slots (all ``k_cand`` candidates made) choose.
+    Returns the chosen entries in class then slot order, and the (class, index) rows incomplete slots lack."""
+    slots, j = index // k_cand, index % k_cand
+    groups, inverse, counts = np.unique(np.stack([labels, slots], axis=1).reshape(-1, 2), axis=0,
+                                        return_inverse=True, return_counts=True)
+    complete = counts[inverse.reshape(-1)] == k_cand
+    cand = np.flatnonzero(ok & complete)
+    order = cand[np.lexsort((j[cand], -score[cand], slots[cand], labels[cand]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (labels[order][1:] != labels[order][:-1]) | (slots[order][1:] != slots[order][:-1])
+    missing = []
+    for label, slot in groups[counts < k_cand]:
+        have = set(index[(labels == label) & (slots == slot)].tolist())
+        missing += [(int(label), i) for i in range(slot * k_cand, (slot + 1) * k_cand) if i not in have]
+    return order[first], missing
+
+
+def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, train_x: np.ndarray | None,
+           criterion: str | None = None) -> None:
     """Fill ``scores`` at the plan positions of ``entries``, one batch of decoded images at a time."""
     from synthaug.images import decode_png
     from synthaug.quality import nearest_neighbour_ratio
@@ -284,7 +367,10 @@ def _score(parts, entries: np.ndarray, scores: dict[str, np.ndarray], judge, tra
         positions = table.column("position").to_numpy()
         images = np.stack([decode_png(cell) for cell in table.column("image").to_pylist()])
         if judge is not None:
-            scores["confidence"][positions] = judge_confidence(judge, images, table.column("label").to_numpy())
+            view = judge_scores(judge, images, table.column("label").to_numpy())
+            scores["confidence"][positions] = view["confidence"]
+            if criterion is not None:
+                scores["feedback"][positions], scores["correct"][positions] = view[criterion], view["correct"]
         if train_x is not None:
             scores["novelty"][positions] = nearest_neighbour_ratio(images, train_x)[0]
 

@@ -240,16 +240,10 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     import datasets
 
     from synthaug.diffusion import check_model_fits_data
-    from synthaug.generation import PlanSampler, filter_samples
+    from synthaug.generation import PlanSampler, candidates_per_image, feedback_text, filter_samples, selects
     from synthaug.sampling import Generator, bf16_supported, build_plan, empty_quota_note, plan_quotas
     from synthaug.workers import exit_if_reimported_in_worker
-    from synthaug.writers import (
-        Parts,
-        open_parts,
-        synthetic_batches,
-        synthetic_features,
-        write_synthetic,
-    )
+    from synthaug.writers import Parts, open_parts, synthetic_batches, synthetic_features, write_synthetic
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
     out = RunDir(recipe.run_dir)
@@ -270,7 +264,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     x, y, ids, data = real_arrays(recipe)
     real_counts = dict(zip(data.classes, data.train_counts))
     quotas = plan_quotas(real_counts, g.quota)  # may refuse (an unknown class): before anything is written
-    rows = build_plan([quotas[c] for c in data.classes], recipe.seed)
+    rows = build_plan([quotas[c] * candidates_per_image(g) for c in data.classes], recipe.seed)  # K rows an image
     parts = out.parts
     leader = is_global_zero()
     if overwrite and leader:
@@ -285,7 +279,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     started = time.perf_counter()
     if progress and leader:
         console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "
-                                  f"guidance {g.guidance:g})")
+                                  f"guidance {g.guidance:g}{feedback_text(g, ', feedback ')})")
     sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
                          autocast=g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported()),
                          progress=progress)
@@ -301,9 +295,10 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
             return None
         raise SynthaugError(f"generation stopped with {written}/{len(rows)} images; rerun with --resume to finish")
 
-    take, scores, acceptance = None, None, None
-    if rows and (g.filter.min_confidence is not None or g.filter.min_novelty is not None):
-        index, take, scores, acceptance = filter_samples(recipe, parts, quotas, data.classes, x, y, ids, sample)
+    take, scores, acceptance, feedback = None, None, None, None
+    if rows and selects(g):
+        index, take, scores, acceptance, feedback = filter_samples(recipe, parts, quotas, data.classes, x, y, ids,
+                                                                   sample)
     settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
     labels = index.label if take is None else index.label[take]
     counts = dict(zip(data.classes, np.bincount(labels, minlength=len(data.classes)).tolist()))
@@ -311,7 +306,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     card = _synthetic_card(recipe, data.classes, real_counts, counts, settings, sample.images_per_second,
                            acceptance, fingerprint, note)
     info = {"counts": counts, "images_per_second": sample.images_per_second,
-            "seconds": time.perf_counter() - started, "acceptance": acceptance, **settings}
+            "seconds": time.perf_counter() - started, "acceptance": acceptance, "feedback": feedback, **settings}
     write_synthetic(synthetic_batches(index, take, data.classes, settings, scores), out.synthetic, g.formats, card,
                     features=synthetic_features(data.classes), files={out.generation.name: json.dumps(info, indent=2)})
     shutil.rmtree(parts, ignore_errors=True)
@@ -322,13 +317,15 @@ def _synthetic_card(recipe: Recipe, classes: list[str], real_counts: dict[str, i
                     settings: dict[str, Any], rate: float, acceptance: dict[str, float] | None,
                     fingerprint: dict[str, Any], note: str | None) -> str:
     """The dataset card of ``run_dir/synthetic``: counts, how the images were made, provenance."""
+    from synthaug.generation import feedback_text
     from synthaug.writers import dataset_card
 
     g = recipe.generate
     return dataset_card(
         name=recipe.name, classes=classes, real_counts=real_counts, counts=counts,
         settings={**settings, "strength": g.strength if g.mode == "variation" else None,
-                  "images_per_second": round(rate, 2)},
+                  "images_per_second": round(rate, 2),
+                  **({"feedback": feedback_text(g)} if g.feedback.criterion else {})},
         provenance={"recipe_hash": recipe.digest(), "model": str(RunDir(recipe.run_dir).model),
                     "model_digest": fingerprint["model"], "seed": recipe.seed,
                     "seed_rule": "derive_seed(seed, label, index) (synthaug.seeds)",
