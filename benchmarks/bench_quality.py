@@ -57,6 +57,10 @@ GENERATORS = {
     "aug0.3-noflip": ["train.conditioned_augment.p=0.3", "train.conditioned_augment.xflip=false"],
     "cbdm1": ["train.cbdm.weight=1.0"],
     "aug0.3-cbdm1": ["train.conditioned_augment.p=0.3", "train.cbdm.weight=1.0"],
+    # early stopping on novelty: twice the budget, the best of 10 checks kept
+    "keepbest-x2": ["train.max_steps={steps2}", "train.keep_best.every={steps10}"],
+    "aug0.3-keepbest-x2": ["train.conditioned_augment.p=0.3", "train.max_steps={steps2}",
+                           "train.keep_best.every={steps10}"],
 }
 VARIANTS = {
     "sample": [],
@@ -75,9 +79,11 @@ def recipe_for(setting: str, out: Path, args, extra: list[str] = ()):
     from synthaug.config import load_recipe
 
     recipe_file, overrides, steps = SETTINGS[setting]
-    overrides = [o.replace("{rgb}", str(args.rgb_data)) for o in overrides]
     overrides += [f"train.max_steps={steps}", "train.sample_every=null",
                   f"evaluate.seeds={json.dumps(list(range(args.seeds)))}", f"evaluate.workers={args.workers}", *extra]
+    fill = {"{rgb}": str(args.rgb_data), "{steps2}": str(2 * steps), "{steps10}": str(max(1, 2 * steps // 10))}
+    for key, value in fill.items():
+        overrides = [o.replace(key, value) for o in overrides]
     return load_recipe(ROOT / "recipes" / recipe_file, overrides=overrides, out=out)
 
 

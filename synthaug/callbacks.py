@@ -127,3 +127,95 @@ class StageProgressBar(TQDMProgressBar):
             self.train_progress_bar = self.init_train_tqdm()
         self.train_progress_bar.reset(convert_inf(self.total_train_batches))
         self.train_progress_bar.initial = 0
+
+
+class KeepNovelBest(Callback):
+    """``train.keep_best``: early stopping on novelty. Every ``cfg.every`` steps (and once at the end), the EMA
+    weights draw ``cfg.per_class`` samples of each rare class, with fixed seeds and the recipe's sampler; a
+    check scores, averaged over the rare classes, the share of samples the ``judge`` (trained on the real
+    split) gives their label *and* whose nearest-neighbour ratio to the training images is at least
+    ``threshold`` (no near-copy). The best check's weights (the later one on a tie) are what ``best_unet``
+    returns; they travel in the checkpoint, so a resumed run keeps the same choice. Rank 0 checks alone.
+    """
+
+    def __init__(self, judge, train_x, rare: list[int], classes: list[str], cfg, generate, seed: int,
+                 threshold: float):
+        self.judge, self.train_x, self.rare, self.classes = judge, train_x, rare, classes
+        self.cfg, self.generate, self.seed, self.threshold = cfg, generate, seed, threshold
+        self.best_step: int | None = None
+        self.best_score = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.checks: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"best_step": self.best_step, "best_score": self.best_score, "best_state": self.best_state,
+                "checks": self.checks}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_step, self.best_score = state["best_step"], state["best_score"]
+        self.best_state, self.checks = state["best_state"], state["checks"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.cfg.every == 0:
+            self.check(trainer, pl_module)
+
+    def check(self, trainer, pl_module) -> None:
+        import numpy as np
+
+        from synthaug.sampling import Generator
+        from synthaug.seeds import derive_seed
+
+        step = trainer.global_step
+        if not trainer.is_global_zero or (self.checks and self.checks[-1]["step"] == step):
+            return
+        unet = pl_module.sampling_unet().to(pl_module.device)
+        gen = Generator(unet, pl_module.scheduler, {"classes": self.classes, "null_class_id": len(self.classes)},
+                        device=pl_module.device)
+        labels = np.repeat(self.rare, self.cfg.per_class)
+        seeds = [derive_seed(self.seed, int(c), i) for c in self.rare for i in range(self.cfg.per_class)]
+        g = self.generate
+        with torch.random.fork_rng():
+            images = gen.sample_arrays(labels.tolist(), seeds, guidance=g.guidance, steps=g.steps, sampler=g.sampler)
+        ok = self.recognised_and_new(images, labels)
+        per_class = {self.classes[c]: float(ok[labels == c].mean()) for c in self.rare}
+        score = float(np.mean(list(per_class.values())))
+        self.checks.append({"step": step, "score": score, "per_class": per_class})
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({"rare_recognised_and_new": score}, step=step)
+        if score >= self.best_score:
+            self.best_step, self.best_score = step, score
+            self.best_state = {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
+
+    def recognised_and_new(self, images, labels):
+        """Per sample: the judge gives it its label and it is no near-copy of a training image → bool (N,)."""
+        from synthaug.classifiers import predict
+        from synthaug.quality import nearest_neighbour_ratio
+
+        with torch.no_grad():
+            recognised = predict(self.judge, images) == labels
+        return recognised & (nearest_neighbour_ratio(images, self.train_x)[0] >= self.threshold)
+
+    def best_unet(self, trainer, pl_module):
+        """The UNet of the best check, after a last check of the final weights."""
+        self.check(trainer, pl_module)
+        unet = pl_module.sampling_unet()
+        unet.load_state_dict(self.best_state)
+        return unet
+
+
+def keep_best_callback(recipe, x, y, ids, train_counts: list[int], classes: list[str]) -> KeepNovelBest | None:
+    """The ``train.keep_best`` callback for training on ``x, y`` (the images at the model's size), or None when
+    off; trains its judge on them first."""
+    import numpy as np
+
+    from synthaug.classifiers import train_judge
+    from synthaug.evaluation import EvalData
+
+    cfg = recipe.train.keep_best
+    if cfg.every is None:
+        return None
+    counts = np.asarray(train_counts)
+    rare = np.flatnonzero(counts < cfg.few).tolist() or np.argsort(counts, kind="stable")[: max(1, len(counts) // 3)].tolist()
+    judge = train_judge(EvalData(x, y, ids), len(classes), recipe.evaluate, recipe.seed)
+    return KeepNovelBest(judge, x, sorted(rare), classes, cfg, recipe.generate, recipe.seed,
+                         recipe.evaluate.memorization_threshold)

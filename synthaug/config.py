@@ -166,6 +166,18 @@ class CBDMConfig(_Section):
                                                             "drawn class's prediction back")
 
 
+class KeepBestConfig(_Section):
+    """Early stopping on novelty: every ``every`` steps, sample ``per_class`` images of each rare class (fewer
+    than ``few`` real training images; the rarest third if none is) from the EMA weights and score the share
+    that a judge trained on the real split recognises *and* that is no near-copy (the report's memorization
+    test). The model saved is the best check's EMA weights, not the last: the step budget stops mattering
+    once it passes the point where the rare classes start to be copied."""
+
+    every: int | None = Field(None, ge=1, description="steps between checks; null = off (the last weights)")
+    per_class: int = Field(16, ge=1, le=256, description="samples per rare class per check")
+    few: int = Field(20, ge=1, description="classes with fewer real training images are the rare ones")
+
+
 class TrainConfig(_Section):
     max_steps: int = Field(3000, ge=1)
     max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
@@ -181,6 +193,7 @@ class TrainConfig(_Section):
     augment: list[dict[str, dict[str, Any] | None]] = Field([], max_length=AUGMENT_MAX_ITEMS)
     conditioned_augment: ConditionedAugmentConfig = ConditionedAugmentConfig()
     cbdm: CBDMConfig = CBDMConfig()
+    keep_best: KeepBestConfig = KeepBestConfig()
     freeze: list[Literal["down_blocks", "mid_block"]] = []
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int | None = Field(None, ge=1)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from synthaug import console
+from synthaug import __version__, console
 from synthaug.config import Recipe, save_recipe
 from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text, model_digest
@@ -141,6 +141,7 @@ def build_module(recipe: Recipe, classes: list[str]):
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
+    from synthaug.callbacks import keep_best_callback
     from synthaug.data import LabelledImageDataModule
     from synthaug.diffusion import save_model
     from synthaug.workers import exit_if_reimported_in_worker
@@ -165,7 +166,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     module = build_module(recipe, classes)
     if saved is not None:
         check_checkpoint_fits(module, saved, out.last_checkpoint, len(classes))
-    x, y, _, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
+    x, y, ids, data = real_arrays(recipe, size=recipe.model_size)  # decoded from the originals at the model's size
     if overwrite and is_global_zero():
         for path in (out.model, out.checkpoints, out.logs):
             shutil.rmtree(path, ignore_errors=True)
@@ -178,7 +179,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         console.stage("train", f"{steps} on {len(x)} images, {len(data.classes)} classes, {recipe.model_size} px")
     datamodule = LabelledImageDataModule(x, y, t.batch_size, t.max_steps, recipe.seed, t.class_balance, t.augment,
                                          start_step=start_step)
-    trainer, stop = _training_trainer(recipe, data.classes, progress)
+    keeper = keep_best_callback(recipe, x, y, ids, data.train_counts, data.classes)  # None unless train.keep_best
+    trainer, stop = _training_trainer(recipe, data.classes, progress, keeper)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
@@ -188,12 +190,15 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
     if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
-        save_model(module.sampling_unet(), module.scheduler, out.model, data.classes, recipe.data.image_size,
-                   recipe.data.channels)
+        unet = keeper.best_unet(trainer, module) if keeper else module.sampling_unet()
+        save_model(unet, module.scheduler, out.model, data.classes, recipe.data.image_size, recipe.data.channels)
+        if keeper and progress:
+            console.stage("train", f"kept the weights of step {keeper.best_step} (rare classes recognised and new: "
+                                   f"{keeper.best_score:.2f}; train.keep_best)")
     return out.model
 
 
-def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
+def _training_trainer(recipe: Recipe, classes: list[str], progress: bool, keeper=None):
     """The Lightning ``Trainer`` of the diffusion model (checkpoints, logs, grids) → (trainer, its GracefulStop)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -211,6 +216,7 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool):
     ]
     if progress:  # tqdm, not Rich: Rich's refresh thread slowed training on a 2-core machine
         callbacks.append(StageProgressBar(refresh_rate=10))
+    callbacks += [keeper] if keeper else []
     if t.sample_every:
         callbacks.append(SampleGrid(out.sample_grids, every=t.sample_every, classes=classes, steps=g.steps,
                                     guidance=g.guidance, sampler=g.sampler, seed=recipe.seed))
@@ -329,15 +335,9 @@ def _synthetic_card(recipe: Recipe, classes: list[str], real_counts: dict[str, i
         provenance={"recipe_hash": recipe.digest(), "model": str(RunDir(recipe.run_dir).model),
                     "model_digest": fingerprint["model"], "seed": recipe.seed,
                     "seed_rule": "derive_seed(seed, label, index) (synthaug.seeds)",
-                    "synthaug_version": _version()},
+                    "synthaug_version": __version__},
         acceptance=acceptance, formats=g.formats, note=note,
     )
-
-
-def _version() -> str:
-    from synthaug import __version__
-
-    return __version__
 
 
 # --------------------------------------------------------------------------------------------- evaluate

@@ -127,3 +127,67 @@ def test_training_with_the_levers_saves_a_plain_model_and_resumes(tmp_path: Path
     assert runs.checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == recipe.train.max_steps
     again = load_file(weights)
     assert all(torch.equal(saved[k], again[k]) for k in saved)
+
+
+def scripted_scores(monkeypatch, by_call: list[float]) -> None:
+    """Make check number i score ``by_call[i]`` (the share of samples recognised and new)."""
+    import numpy as np
+
+    from synthaug.callbacks import KeepNovelBest
+
+    calls = iter(by_call)
+
+    def fake(self, images, labels):
+        share = next(calls)
+        return np.arange(len(labels)) < round(share * len(labels))
+
+    monkeypatch.setattr(KeepNovelBest, "recognised_and_new", fake)
+
+
+def test_keep_best_saves_the_best_checks_weights(tmp_path: Path, monkeypatch):
+    """Checks at steps 5, 10, 15 and 20; the second scores best, so the model is step 10's EMA weights."""
+    scripted_scores(monkeypatch, [0.25, 0.75, 0.5, 0.5])
+    recipe = load_recipe(SMOKE, overrides=["train.keep_best.every=5", "train.keep_best.few=1000"], out=tmp_path)
+    stages.train(recipe, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "KeepNovelBest" in k]
+    assert [c["step"] for c in state["checks"]] == [5, 10, 15, 20]
+    assert state["best_step"] == 10 and state["best_score"] == 0.75
+    assert set(state["checks"][0]["per_class"]) == {str(c) for c in range(10)}, "few=1000: every class is rare"
+    (weights,) = (tmp_path / "model" / "unet").glob("*.safetensors")
+    saved = load_file(weights)
+    assert all(torch.equal(saved[k], state["best_state"][k]) for k in saved)
+    final = {k.removeprefix("unet."): v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
+    assert any(not torch.equal(saved[k], final[k]) for k in saved), "not the last weights"
+
+
+def test_keep_best_prefers_the_later_check_on_a_tie_and_resumes_its_choice(tmp_path: Path, monkeypatch):
+    scripted_scores(monkeypatch, [0.5, 0.5])
+    recipe = load_recipe(SMOKE, overrides=["train.keep_best.every=10"], out=tmp_path)
+    stages.train(recipe, progress=False)
+
+    def state() -> dict:
+        ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+        return next(v for k, v in ckpt["callbacks"].items() if "KeepNovelBest" in k)
+
+    assert state()["best_step"] == 20, "a tie goes to the later, more trained, weights"
+    # Ten more steps from the finished checkpoint: the earlier checks travel with it and still win.
+    scripted_scores(monkeypatch, [0.25])
+    more = load_recipe(SMOKE, overrides=["train.keep_best.every=10", "train.max_steps=30"], out=tmp_path)
+    stages.train(more, resume=True, progress=False)
+    assert [c["step"] for c in state()["checks"]] == [10, 20, 30] and state()["best_step"] == 20
+
+
+def test_rare_classes_are_the_few_shot_ones_or_the_rarest_third():
+    import numpy as np
+
+    from synthaug.callbacks import keep_best_callback
+
+    recipe = load_recipe(SMOKE, overrides=["train.keep_best.every=5", "evaluate.judge_steps=1", "evaluate.steps=1"])
+    x = np.zeros((40, 8, 8, 1), np.uint8)
+    y = np.repeat(np.arange(4), 10)
+    ids = np.arange(40)
+    assert keep_best_callback(recipe, x, y, ids, [50, 30, 12, 3], list("abcd")).rare == [2, 3]
+    assert keep_best_callback(recipe, x, y, ids, [50, 30, 40, 25, 60, 90], list("abcdef")).rare == [1, 3]
+    off = load_recipe(SMOKE)
+    assert keep_best_callback(off, x, y, ids, [50, 30, 12, 3], list("abcd")) is None
