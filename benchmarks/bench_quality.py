@@ -67,6 +67,8 @@ VARIANTS = {
     "feedback-entropy": ["generate.feedback.criterion=entropy"],
     "feedback-loss": ["generate.feedback.criterion=loss"],
     "novel": ["generate.filter.min_novelty=0.3333"],
+    "confident0.5": ["generate.filter.min_confidence=0.5"],
+    "g2": ["generate.guidance=2.0"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
 MIXING = ["synthetic", "real+synthetic", "real+synthetic+classic"]
