@@ -101,10 +101,16 @@ def share_cache(run_dir: Path, cache: Path) -> None:
 
 
 def evaluated(recipe) -> dict:
+    """The run's metrics.json, evaluating what is missing: a finished evaluation with other arms is redone from
+    the arm-run cache (only the new arms train)."""
     from synthaug import stages
+    from synthaug.runs import RunDir
 
+    out = RunDir(recipe.run_dir)
+    if out.metrics.exists() and set(json.loads(out.metrics.read_text())["arms"]) != set(recipe.evaluate.arms):
+        out.evaluated.unlink(missing_ok=True)
     stages.evaluate(recipe, resume=True, progress=False)
-    return json.loads((recipe.run_dir / "report" / "metrics.json").read_text())
+    return json.loads(out.metrics.read_text())
 
 
 def summary(metrics: dict) -> dict:
