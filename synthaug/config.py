@@ -68,7 +68,24 @@ class DataConfig(_Section):
 SOURCE_SCHEMES = ("builtin", "imagefolder", "hf", "csv")
 
 
+class LoraConfig(_Section):
+    """LoRA adapters on the text-to-image UNet's attention layers (peft), as diffusers' train_text_to_image_lora.py."""
+
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(8.0, gt=0)
+    targets: list[str] = Field(["to_q", "to_k", "to_v", "to_out.0"], min_length=1,
+                               description="module names inside the UNet's attention blocks to adapt")
+
+
+# Keys that only the pixel backbone (a UNet2DModel trained here) reads, and those only latent-text reads.
+PIXEL_ONLY_KEYS = ("block_out_channels", "layers_per_block", "attention", "sample_size", "reset_class_embedding")
+TEXT_ONLY_KEYS = ("lora", "class_tokens", "prompt", "class_prompts", "negative_prompt", "trust_pickles")
+
+
 class ModelConfig(_Section):
+    # pixel: a class-conditional UNet2DModel on pixels (trained here, or fine-tuned from `base`);
+    # latent-text: a pretrained text-to-image pipeline (`base`, StableDiffusionPipeline layout) with LoRA and class tokens.
+    backbone: Literal["pixel", "latent-text"] = "pixel"
     base: str | None = None
     block_out_channels: list[int] = Field([32, 64, 64], min_length=1)
     layers_per_block: int = Field(1, ge=1, le=4)
@@ -79,6 +96,34 @@ class ModelConfig(_Section):
     sample_size: int | None = Field(None, ge=4, le=1024)
     # Fine-tuning a base whose class embedding has another number of classes needs an explicit opt-in.
     reset_class_embedding: bool = False
+    lora: LoraConfig = LoraConfig()
+    class_tokens: int = Field(1, ge=1, le=16, description="learned token vectors per class (textual inversion), "
+                                                          "initialised from the class name's words")
+    prompt: str = Field("a photo of a {name}", min_length=1, max_length=1000,
+                        description="caption template; {name} becomes the class's tokens")
+    class_prompts: dict[str, str] = Field({}, description="per-class caption templates, by class name")
+    negative_prompt: str | None = Field(None, max_length=1000)
+    trust_pickles: bool = Field(False, description="allow a base whose weights are pickles (.bin/.ckpt); "
+                                                    "loading a pickle can run code, so only for files you trust")
+
+    @model_validator(mode="after")
+    def _backbone_keys(self) -> ModelConfig:
+        wrong = PIXEL_ONLY_KEYS if self.backbone == "latent-text" else TEXT_ONLY_KEYS
+        # A saved recipe.yaml lists every key at its default: only a changed value is a conflict.
+        given = [k for k in wrong if getattr(self, k) != type(self).model_fields[k].default]
+        if given:
+            other = "pixel" if self.backbone == "latent-text" else "latent-text"
+            raise ValueError(f"{given[0]} does not apply to backbone {self.backbone}; remove model.{given[0]} "
+                             f"or set model.backbone: {other}")
+        if self.backbone == "latent-text" and not self.base:
+            raise ValueError("backbone latent-text needs a base; set model.base to a text-to-image pipeline folder "
+                             "or Hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)")
+        for where, template in [("model.prompt", self.prompt), *((f"model.class_prompts.{k}", v)
+                                                                  for k, v in self.class_prompts.items())]:
+            if "{name}" not in template:
+                raise ValueError(f"{where} {template!r} has no {{name}}; the class's tokens go there, e.g. "
+                                 "'a photo of a {name}'")
+        return self
 
     @model_validator(mode="after")
     def _same_length(self) -> ModelConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,23 @@ def test_digest_is_stable_and_sensitive(tmp_path, tiny_recipe):
     assert validate_recipe({**tiny_recipe, "seed": 1}).digest() != digest
     changed = load_recipe(write_yaml(tmp_path / "r.yaml", tiny_recipe), overrides=["generate.steps=5"])
     assert changed.digest() != digest
+
+
+@pytest.mark.parametrize("model, fragment", [
+    ({"lora": {"rank": 4}}, "lora does not apply to backbone pixel"),
+    ({"prompt": "a {name}"}, "prompt does not apply to backbone pixel"),
+    ({"backbone": "latent-text"}, "needs a base"),
+    ({"backbone": "latent-text", "base": "b", "block_out_channels": [8]}, "block_out_channels does not apply"),
+    ({"backbone": "latent-text", "base": "b", "prompt": "a photo"}, "has no {name}"),
+    ({"backbone": "latent-text", "base": "b", "class_prompts": {"cat": "cat"}}, "model.class_prompts.cat"),
+])
+def test_backbone_keys_are_checked(model, fragment):
+    with pytest.raises(SynthaugError, match=re.escape(fragment)):
+        validate_recipe({"model": model})
+
+
+def test_a_saved_latent_text_recipe_loads_again(tmp_path):
+    """recipe.yaml lists every key, the other backbone's at their defaults: that is no conflict."""
+    recipe = validate_recipe({"model": {"backbone": "latent-text", "base": "b"}, "output_dir": str(tmp_path)})
+    save_recipe(recipe, tmp_path)
+    assert load_recipe(tmp_path).model.backbone == "latent-text"
