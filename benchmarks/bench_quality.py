@@ -68,6 +68,7 @@ VARIANTS = {
     "feedback-loss": ["generate.feedback.criterion=loss"],
     "novel": ["generate.filter.min_novelty=0.3333"],
     "confident0.5": ["generate.filter.min_confidence=0.5"],
+    "feedback-entropy-confident0.5": ["generate.feedback.criterion=entropy", "generate.filter.min_confidence=0.5"],
     "g2": ["generate.guidance=2.0"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
@@ -81,8 +82,8 @@ def recipe_for(setting: str, out: Path, args, extra: list[str] = ()):
     from synthaug.config import load_recipe
 
     recipe_file, overrides, steps = SETTINGS[setting]
-    overrides += [f"train.max_steps={steps}", "train.sample_every=null",
-                  f"evaluate.seeds={json.dumps(list(range(args.seeds)))}", f"evaluate.workers={args.workers}", *extra]
+    overrides = [*overrides, f"train.max_steps={steps}", "train.sample_every=null",
+                 f"evaluate.seeds={json.dumps(list(range(args.seeds)))}", f"evaluate.workers={args.workers}", *extra]
     fill = {"{rgb}": str(args.rgb_data), "{steps2}": str(2 * steps), "{steps10}": str(max(1, 2 * steps // 10))}
     for key, value in fill.items():
         overrides = [o.replace(key, value) for o in overrides]
