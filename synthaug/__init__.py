@@ -20,6 +20,7 @@ _EXPORTS = {
     "Recipe": "synthaug.config",
     "SynthaugError": "synthaug.errors",
     "Generator": "synthaug.sampling",
+    "SynthaugPipeline": "synthaug.pipeline",
     "train": "synthaug.stages",
     "generate": "synthaug.stages",
     "evaluate": "synthaug.stages",
@@ -27,6 +28,8 @@ _EXPORTS = {
     "run": "synthaug.stages",
     "mix": "synthaug.mixing",
     "load_synthetic": "synthaug.mixing",
+    "push_synthetic_to_hub": "synthaug.mixing",
+    "push_model_to_hub": "synthaug.model_card",
 }
 
 __all__ = ["__version__", *_EXPORTS]

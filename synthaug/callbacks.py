@@ -97,6 +97,7 @@ class SampleGrid(Callback):
         if step % self.every or not trainer.is_global_zero:
             return
         from synthaug.images import save_grid
+        from synthaug.loggers import log_grid
         from synthaug.sampling import Generator
         from synthaug.seeds import derive_seed
 
@@ -107,8 +108,10 @@ class SampleGrid(Callback):
         seeds = [derive_seed(self.seed, c, i) for c in range(len(self.classes)) for i in range(self.per_class)]
         with torch.random.fork_rng():
             images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps, sampler=self.sampler)
-        save_grid(images.reshape(len(self.classes), self.per_class, *images.shape[1:]),
-                  self.folder / f"step-{step:06d}.png", row_labels=self.classes)
+        path = self.folder / f"step-{step:06d}.png"
+        save_grid(images.reshape(len(self.classes), self.per_class, *images.shape[1:]), path,
+                  row_labels=self.classes)
+        log_grid(trainer.loggers, "samples", path, step)  # TensorBoard, MLflow, W&B where train.logger has them
 
 
 class StageProgressBar(TQDMProgressBar):

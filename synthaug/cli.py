@@ -209,6 +209,17 @@ def run(recipe, resume, overwrite):
     _headline(stages.run(recipe, resume=resume, overwrite=overwrite))
 
 
+@cli.command()
+def schema():
+    """Print the recipe's JSON Schema: `synthaug schema > recipe.schema.json`, then point the editor at it
+    (`# yaml-language-server: $schema=recipe.schema.json` as a recipe's first line) for completion and checks."""
+    import json
+
+    from synthaug.config import recipe_schema
+
+    click.echo(json.dumps(recipe_schema(), indent=2))
+
+
 def _headline(report_dir: Path) -> None:
     import json
 

@@ -8,6 +8,7 @@ Reading the YAML itself (its bounds, ``--set`` overrides) is ``synthaug.recipe_y
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -34,23 +35,37 @@ class _Section(BaseModel):
 
 class SubsetConfig(_Section):
     per_class: int | None = Field(None, ge=1, description="keep at most this many training images per class")
-    # Long tail: class k keeps n_max * imbalance^(-k/(K-1)); simulates the rare classes users have.
-    imbalance: float | None = Field(None, ge=1.0)
+    imbalance: float | None = Field(None, ge=1.0, description="long-tail factor n_max/n_min: class k (in "
+                                                              "label order) keeps n_max * "
+                                                              "imbalance^(-k/(K-1)) images, at least 1; "
+                                                              "simulates the rare classes users have")
 
 
 class DataConfig(_Section):
-    source: str = "builtin:digits"
-    image_column: str = "image"
-    label_column: str = "label"
-    test_source: str | None = None
-    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    image_size: int = Field(16, ge=4, le=1024)
-    channels: Literal[1, 3] = 1
-    subset: SubsetConfig = SubsetConfig()
-    # Images whose decoded pixels are in both the training and the test split (real datasets have them):
-    # "drop" takes them out of the test split, so no test image was seen in training; "keep" leaves them.
-    # Either way they are counted in `synthaug data` and metrics.json (dataset.duplicates_train_test).
-    train_test_duplicates: Literal["drop", "keep"] = "drop"
+    source: str = Field("builtin:digits", description="the real images: builtin:digits, imagefolder:DIR (one "
+                                                      "sub-folder per class), hf:PATH_OR_ID (a saved or Hub "
+                                                      "datasets dataset) or csv:FILE (image file paths and "
+                                                      "labels)")
+    image_column: str = Field("image", description="the image column of an hf: source, or of a csv: source "
+                                                   "(file paths relative to the CSV)")
+    label_column: str = Field("label", description="the class column (names or ids) of an hf: or csv: source")
+    test_source: str | None = Field(None, description="separate test data with the training classes (same "
+                                                      "schemes as source); null = hold out test_fraction of "
+                                                      "source")
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of each class held out as the test "
+                                                                   "split (seeded, before subset) when "
+                                                                   "test_source is null")
+    image_size: int = Field(16, ge=4, le=1024, description="side in pixels every image is fitted to (shorter "
+                                                           "side resized, then centre-cropped to a square)")
+    channels: Literal[1, 3] = Field(1, description="1 (grey) or 3 (RGB); every image is converted")
+    subset: SubsetConfig = Field(SubsetConfig(), description="simulate scarcity in the training split (a cap "
+                                                             "per class, a long tail); the test split is "
+                                                             "held out first, so it keeps every class at its "
+                                                             "natural size")
+    train_test_duplicates: Literal["drop", "keep"] = Field(
+        "drop", description="images whose decoded pixels are in both splits: drop takes them out of the test "
+                            "split, so no test image was seen in training; keep leaves them. Either way they "
+                            "are counted (synthaug data, metrics.json dataset.duplicates_train_test)")
 
     @field_validator("source", "test_source")
     @classmethod
@@ -71,38 +86,56 @@ SOURCE_SCHEMES = ("builtin", "imagefolder", "hf", "csv")
 class LoraConfig(_Section):
     """LoRA adapters on the text-to-image UNet's attention layers (peft), as diffusers' train_text_to_image_lora.py."""
 
-    rank: int = Field(8, ge=1, le=1024)
-    alpha: float = Field(8.0, gt=0)
+    rank: int = Field(8, ge=1, le=1024, description="rank of each LoRA update (the adapters' inner "
+                                                    "dimension)")
+    alpha: float = Field(8.0, gt=0, description="LoRA scale: the updates are multiplied by alpha / rank")
     targets: list[str] = Field(["to_q", "to_k", "to_v", "to_out.0"], min_length=1,
                                description="module names inside the UNet's attention blocks to adapt")
 
 
 # Keys that only the pixel backbone (a UNet2DModel trained here) reads, and those only latent-text reads.
-PIXEL_ONLY_KEYS = ("block_out_channels", "layers_per_block", "attention", "sample_size", "reset_class_embedding")
+# (prediction_type: a latent-text model predicts what its base's scheduler says.)
+PIXEL_ONLY_KEYS = ("block_out_channels", "layers_per_block", "attention", "prediction_type", "sample_size",
+                   "reset_class_embedding")
 TEXT_ONLY_KEYS = ("lora", "class_tokens", "prompt", "class_prompts", "negative_prompt", "trust_pickles")
 
 
 class ModelConfig(_Section):
-    # pixel: a class-conditional UNet2DModel on pixels (trained here, or fine-tuned from `base`);
-    # latent-text: a pretrained text-to-image pipeline (`base`, StableDiffusionPipeline layout) with LoRA and class tokens.
-    backbone: Literal["pixel", "latent-text"] = "pixel"
-    base: str | None = None
-    block_out_channels: list[int] = Field([32, 64, 64], min_length=1)
-    layers_per_block: int = Field(1, ge=1, le=4)
-    attention: list[bool] = Field([False, False, True], min_length=1)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
-    # The diffusion model's own resolution (diffusers' UNet ``sample_size``); None = data.image_size. A
-    # smaller one trains and samples faster; samples are fitted to data.image_size as real images are.
-    sample_size: int | None = Field(None, ge=4, le=1024)
-    # Fine-tuning a base whose class embedding has another number of classes needs an explicit opt-in.
-    reset_class_embedding: bool = False
-    lora: LoraConfig = LoraConfig()
+    backbone: Literal["pixel", "latent-text"] = Field(
+        "pixel", description="pixel: a class-conditional UNet2DModel on pixels, trained here (or fine-tuned "
+                             "from base); latent-text: a pretrained text-to-image pipeline (base, "
+                             "StableDiffusionPipeline layout) fine-tuned with LoRA and class tokens")
+    base: str | None = Field(None, description="model to start from: for pixel, a diffusers UNet2DModel "
+                                               "folder, a pipeline folder holding unet/, or a Hub id (null = "
+                                               "from scratch); for latent-text, a pipeline folder or Hub id "
+                                               "(required)")
+    block_out_channels: list[int] = Field(
+        [32, 64, 64], min_length=1, description="channels of each UNet block, highest resolution first; each "
+                                                "block after the first halves the resolution (pixel)")
+    layers_per_block: int = Field(1, ge=1, le=4, description="ResNet layers in each UNet block (pixel)")
+    attention: list[bool] = Field(
+        [False, False, True], min_length=1, description="one flag per block_out_channels entry: whether that "
+                                                        "block has self-attention (pixel)")
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "epsilon", description="what the UNet learns to predict: the noise (epsilon) or v (v_prediction) "
+                               "(pixel)")
+    sample_size: int | None = Field(
+        None, ge=4, le=1024, description="the diffusion model's own resolution in pixels; null = "
+                                         "data.image_size. A smaller one trains and samples faster; samples "
+                                         "are fitted to data.image_size as real images are (pixel)")
+    reset_class_embedding: bool = Field(False, description="start the class embedding afresh when model.base "
+                                                           "was trained with another number of classes; an "
+                                                           "explicit opt-in (pixel)")
+    lora: LoraConfig = Field(LoraConfig(), description="LoRA adapters on the base UNet's attention layers "
+                                                       "(latent-text)")
     class_tokens: int = Field(1, ge=1, le=16, description="learned token vectors per class (textual inversion), "
                                                           "initialised from the class name's words")
     prompt: str = Field("a photo of a {name}", min_length=1, max_length=1000,
                         description="caption template; {name} becomes the class's tokens")
     class_prompts: dict[str, str] = Field({}, description="per-class caption templates, by class name")
-    negative_prompt: str | None = Field(None, max_length=1000)
+    negative_prompt: str | None = Field(
+        None, max_length=1000, description="caption that guidance steers away from when sampling; null = the "
+                                           "empty caption (latent-text)")
     trust_pickles: bool = Field(False, description="allow a base whose weights are pickles (.bin/.ckpt); "
                                                     "loading a pickle can run code, so only for files you trust")
 
@@ -224,24 +257,58 @@ class KeepBestConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_steps: int = Field(3000, ge=1)
-    max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1.0e-3, gt=0, le=1.0)
-    warmup_steps: int = Field(100, ge=0)
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    label_dropout: float = Field(0.1, ge=0.0, le=1.0)
-    snr_gamma: float | None = Field(5.0, gt=0)
-    # Sampling weight of class c is proportional to n_c^-class_balance: 0 = natural frequencies,
-    # 1 = fully balanced batches. Full balance makes the model copy tail images (docs/BENCHMARKS.md).
-    class_balance: float = Field(0.5, ge=0.0, le=1.0)
-    augment: list[dict[str, dict[str, Any] | None]] = Field([], max_length=AUGMENT_MAX_ITEMS)
-    conditioned_augment: ConditionedAugmentConfig = ConditionedAugmentConfig()
-    cbdm: CBDMConfig = CBDMConfig()
-    keep_best: KeepBestConfig = KeepBestConfig()
-    freeze: list[Literal["down_blocks", "mid_block"]] = []
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int | None = Field(None, ge=1)
+    max_steps: int = Field(3000, ge=1, description="optimizer steps of diffusion training")
+    max_minutes: float | None = Field(
+        None, gt=0, le=MINUTES_PER_YEAR, description="wall-clock budget in minutes: training stops cleanly "
+                                                     "and still saves a usable model; null = no limit")
+    batch_size: int = Field(64, ge=1, description="training images per optimizer step on each process")
+    lr: float = Field(1.0e-3, gt=0, le=1.0, description="peak AdamW learning rate (linear warm-up, then "
+                                                        "cosine decay)")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up (at most a tenth "
+                                                     "of max_steps)")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the exponential moving average of "
+                                                                "the weights, which is what is saved and "
+                                                                "sampled; 0 = no EMA (the raw weights)")
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of training images whose label "
+                                                                  "becomes the null class (latent-text: the "
+                                                                  "null caption), which classifier-free "
+                                                                  "guidance samples against")
+    snr_gamma: float | None = Field(5.0, gt=0, description="gamma of min-SNR loss weighting (Hang et al. "
+                                                           "2023); null = off")
+    class_balance: float = Field(
+        0.5, ge=0.0, le=1.0, description="class c is drawn into batches with weight n_c^-class_balance: 0 = "
+                                         "natural frequencies, 1 = fully balanced, which makes the model "
+                                         "copy tail images (docs/BENCHMARKS.md)")
+    augment: list[dict[str, dict[str, Any] | None]] = Field(
+        [], max_length=AUGMENT_MAX_ITEMS, description="albumentations transforms applied to the training "
+                                                      "images, a list of {TransformName: {param: value}} "
+                                                      "(pixel)")
+    conditioned_augment: ConditionedAugmentConfig = Field(
+        ConditionedAugmentConfig(), description="non-leaking augmentation: transforms the UNet is told "
+                                                "about, so samples do not inherit them (pixel)")
+    cbdm: CBDMConfig = Field(CBDMConfig(), description="class-balancing diffusion: a regulariser that moves "
+                                                       "head-class knowledge to the tail classes (pixel)")
+    keep_best: KeepBestConfig = Field(
+        KeepBestConfig(), description="early stopping on novelty: keep the weights whose rare-class samples "
+                                      "are best recognised and not copied, not the last ones (pixel)")
+    freeze: list[Literal["down_blocks", "mid_block"]] = Field(
+        [], description="UNet parts left untrained, e.g. when fine-tuning model.base (pixel)")
+    checkpoint_every: int = Field(500, ge=1, description="steps between Lightning checkpoints in "
+                                                         "RUN_DIR/checkpoints, which --resume continues from")
+    gradient_checkpointing: bool = Field(False, description="recompute the UNet's activations in the backward "
+                                                            "pass instead of keeping them: less GPU memory (SD "
+                                                            "at 512 px on a 24 GB card), about 20-30% slower")
+    sample_every: int | None = Field(None, ge=1, description="steps between grids of samples (one row per "
+                                                             "class) saved to RUN_DIR/logs/samples and the "
+                                                             "loggers; null = none (pixel)")
+    logger: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        ["csv"], description="Lightning loggers, one or a list: csv (always written; the report reads it), "
+                             "tensorboard, mlflow, wandb (offline unless WANDB_MODE says otherwise)")
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("augment")
     @classmethod
@@ -256,11 +323,15 @@ class TrainConfig(_Section):
 
 
 class QuotaConfig(_Section):
-    balance: Literal["max"] | None = None
-    per_class: int | None = Field(None, ge=0)
-    total: int | None = Field(None, ge=0)
-    ratio: float | None = Field(None, ge=0, le=1000)
-    counts: dict[str, int] | None = None
+    balance: Literal["max"] | None = Field(None, description="max: top every class up to the largest class's "
+                                                             "real training count")
+    per_class: int | None = Field(None, ge=0, description="synthetic images for every class")
+    total: int | None = Field(None, ge=0, description="synthetic images in all, split as evenly as possible "
+                                                      "over the classes (earlier classes take the remainder)")
+    ratio: float | None = Field(None, ge=0, le=1000, description="synthetic images per class as a multiple "
+                                                                 "of its real training count (rounded)")
+    counts: dict[str, int] | None = Field(None, description="synthetic images per class, by class name; "
+                                                            "classes not named get none")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> QuotaConfig:
@@ -276,11 +347,14 @@ class QuotaConfig(_Section):
 
 
 class FilterConfig(_Section):
-    # Drop samples a judge trained on the real training split does not give their label with this probability.
-    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
-    # Drop near-copies: samples whose distance to the nearest training image, divided by that to the second
-    # nearest, is below this (the report's memorization test; evaluate.memorization_threshold is 1/3).
-    min_novelty: float | None = Field(None, gt=0.0, lt=1.0)
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="drop samples that a judge trained on the real training split does "
+                                          "not give their label with this probability; null = off")
+    min_novelty: float | None = Field(
+        None, gt=0.0, lt=1.0, description="drop near-copies: samples whose distance to the nearest training "
+                                          "image, divided by that to the second nearest, is below this (the "
+                                          "report's memorization test; evaluate.memorization_threshold is "
+                                          "1/3); null = off")
     max_tries: int = Field(4, ge=1, description="refill rounds before giving up on a class's quota")
 
 
@@ -300,19 +374,45 @@ SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
 class GenerateConfig(_Section):
-    quota: QuotaConfig = QuotaConfig(balance="max")
-    sampler: Sampler = "dpmpp"
-    steps: int = Field(20, ge=1, le=1000)
+    quota: QuotaConfig = Field(
+        QuotaConfig(balance="max"), description="synthetic images per class: exactly one of balance: max, "
+                                                "per_class: N, total: N, ratio: R, counts: {class: N}")
+    sampler: Sampler = Field("dpmpp", description="diffusers scheduler that denoises: dpmpp (DPM-Solver++, "
+                                                  "SDE form), dpmpp-ode (its deterministic form), ddim, "
+                                                  "ddpm, euler, unipc")
+    steps: int = Field(20, ge=1, le=1000, description="denoising steps per image")
     # Past ~20 samples saturate; 50 leaves room to experiment and catches a slip like 2000 for 2.0.
-    guidance: float = Field(2.0, ge=0.0, le=50.0)
-    mode: Literal["sample", "variation"] = "sample"
-    strength: float = Field(0.6, gt=0.0, le=1.0)
-    batch_size: int = Field(256, ge=1)
-    filter: FilterConfig = FilterConfig()
-    feedback: FeedbackConfig = FeedbackConfig()
-    formats: list[Literal["hf", "parquet", "imagefolder"]] = ["hf"]
-    # bf16 autocast on CPUs with native bf16; "auto" picks it only where it is faster.
-    precision: Literal["auto", "32-true", "bf16-mixed"] = "32-true"
+    guidance: float = Field(2.0, ge=0.0, le=50.0, description="classifier-free guidance scale: 0 = "
+                                                              "unconditional, 1 = plain class-conditional "
+                                                              "sampling, larger pushes further toward the "
+                                                              "class")
+    mode: Literal["sample", "variation"] = Field(
+        "sample", description="sample: from noise; variation: noise a real training image of the class to "
+                              "strength, then denoise it (SDEdit)")
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="variation mode: how far a real image is "
+                                                             "noised, as a share of the schedule (1 = all "
+                                                             "the way)")
+    batch_size: int = Field(256, ge=1, description="images denoised together on each process; the images do "
+                                                   "not depend on it")
+    filter: FilterConfig = Field(FilterConfig(), description="drop unrecognised or copied samples and refill "
+                                                             "their quota with new seeds")
+    feedback: FeedbackConfig = Field(FeedbackConfig(), description="feedback-guided selection: keep the "
+                                                                   "hardest of several candidates per image")
+    formats: list[Literal["hf", "parquet", "imagefolder"]] = Field(
+        ["hf"], description="formats to write: hf (synthetic/, for datasets.load_from_disk; always written), "
+                            "parquet (synthetic/parquet/), imagefolder (synthetic/imagefolder/CLASS/*.png)")
+    precision: Literal["auto", "32-true", "bf16-mixed"] = Field(
+        "auto", description="sampling precision: auto (bf16 autocast where the hardware computes bf16 natively: a "
+                            "CPU with avx512_bf16/amx_bf16, a GPU with bf16; float32 elsewhere; the choice is in "
+                            "generation.json and the dataset card), 32-true or bf16-mixed")
+
+
+def recipe_schema() -> dict[str, Any]:
+    """The recipe's JSON Schema (``synthaug schema``): every section and key with its description, unknown keys
+    refused (``additionalProperties: false``), for editors and for checking recipes outside synthaug."""
+    schema = Recipe.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "synthaug recipe",
+            **{k: v for k, v in schema.items() if k != "title"}}
 
 
 def lightning_choices(key: str) -> tuple[str, ...]:
@@ -329,15 +429,21 @@ def lightning_choices(key: str) -> tuple[str, ...]:
         return ("auto", *sorted(StrategyRegistry.available_strategies()))
     from lightning_fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
 
-    return (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+    return ("auto", *get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))  # auto: synthaug's
 
 
 class ComputeConfig(_Section):
-    accelerator: str = "auto"
-    devices: int | Literal["auto"] | list[int] = 1
-    num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"
-    precision: str = "32-true"
+    accelerator: str = Field("auto", description="Lightning accelerator: auto (a GPU if there is one), cpu, "
+                                                 "gpu, cuda, mps, ...")
+    devices: int | Literal["auto"] | list[int] = Field(
+        1, description="devices per node: a count (-1 = all), auto, or a list of device ids like [0, 1]")
+    num_nodes: int = Field(1, ge=1, description="machines the run spans (Lightning detects SLURM and "
+                                                "torchrun)")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. ddp to train and generate across "
+                                              "devices and nodes")
+    precision: str = Field("32-true", description="Lightning Trainer precision, e.g. 32-true, bf16-mixed, "
+                                                  "16-mixed; auto is bf16-mixed where the hardware computes bf16 "
+                                                  "natively, else 32-true")
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -394,22 +500,41 @@ DEFAULT_ARMS = ARMS[:8]
 
 
 class EvaluateConfig(_Section):
-    classifier: Literal["cnn", "resnet18"] = "cnn"
-    # auto: classifier steps scaled to the real training set (synthaug.budget.auto_steps), the same for every arm
-    steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    # a budget the judge and every arm run share: steps shrink alike when they would not fit (synthaug.budget)
-    max_minutes: float | None = Field(None, gt=0, le=MINUTES_PER_YEAR)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2.0e-3, gt=0, le=1.0)
-    # 5: the paired interval's t quantile falls from 4.3 (3 seeds) to 2.8; docs/BENCHMARKS.md "statistics"
-    seeds: list[int] = [0, 1, 2, 3, 4]
-    arms: list[str] = list(DEFAULT_ARMS)
+    classifier: Literal["cnn", "resnet18"] = Field("cnn", description="the classifier every arm trains: cnn "
+                                                                      "(a small residual CNN, fast on a CPU) "
+                                                                      "or resnet18 (for 32 px+ RGB images)")
+    steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="optimizer steps of every arm's classifier, the same for every arm; auto = "
+                            "scaled to the real training set (50 passes, 300 to 2,000 steps)")
+    max_minutes: float | None = Field(
+        None, gt=0, le=MINUTES_PER_YEAR, description="budget in minutes the judge and every arm run share: "
+                                                     "all steps shrink alike when the runs would not fit; "
+                                                     "null = no limit")
+    batch_size: int = Field(64, ge=1, description="classifier training batch size")
+    lr: float = Field(2.0e-3, gt=0, le=1.0, description="peak learning rate of the classifier (AdamW, "
+                                                        "one-cycle schedule)")
+    # The default 5 seeds: docs/BENCHMARKS.md "statistics".
+    seeds: list[int] = Field([0, 1, 2, 3, 4], description="every arm is trained and tested once per seed; 5 "
+                                                          "because the paired interval's t quantile falls "
+                                                          "from 4.3 (3 seeds) to 2.8")
+    arms: list[str] = Field(list(DEFAULT_ARMS), description="ways of composing the classifier's training "
+                                                            "data to compare: real, classic, oversample, "
+                                                            "smote, synthetic, real+synthetic, their "
+                                                            "+classic and -then- forms; default: the mixing "
+                                                            "arms and every baseline")
     workers: int = Field(2, ge=1, description="parallel one-thread worker processes for arms x seeds")
-    flips: bool = False  # digits and text must not be flipped; natural images may
-    memorization_threshold: float = Field(1 / 3, gt=0, lt=1)
-    judge_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: as many as steps
-    # Loss weight of a synthetic row next to a real one in the real+synthetic arms (He et al. 2023).
-    synthetic_weight: float = Field(1.0, gt=0.0, le=1.0)
+    flips: bool = Field(False, description="classic augmentation also flips images left-right; off as digits "
+                                           "and text must not be flipped (natural images may)")
+    memorization_threshold: float = Field(
+        1 / 3, gt=0, lt=1, description="a synthetic image counts as memorized when its distance to the "
+                                       "nearest training image, divided by that to the second nearest, is "
+                                       "below this")
+    judge_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="optimizer steps of the judge (a classifier trained on all real training images "
+                            "that scores samples); auto = as many as steps")
+    synthetic_weight: float = Field(1.0, gt=0.0, le=1.0, description="loss weight of a synthetic row next to "
+                                                                     "a real one in the real+synthetic arms "
+                                                                     "(He et al. 2023)")
 
     @field_validator("arms")
     @classmethod
@@ -428,15 +553,24 @@ class EvaluateConfig(_Section):
 
 
 class Recipe(_Section):
-    name: str = "synthaug"
-    seed: int = Field(0, ge=0)
-    output_dir: str | None = None
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    generate: GenerateConfig = GenerateConfig()
-    compute: ComputeConfig = ComputeConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
+    name: str = Field("synthaug", description="the run's name; the run folder is runs/<name> unless "
+                                              "output_dir is set")
+    seed: int = Field(0, ge=0, description="seed of the split, the subset, the initial weights, the training "
+                                           "batches and each image's noise")
+    output_dir: str | None = Field(None, description="the run folder, where everything a run writes goes; "
+                                                     "null = runs/<name>")
+    data: DataConfig = Field(DataConfig(), description="the real images: source, split, size and simulated "
+                                                       "scarcity")
+    model: ModelConfig = Field(ModelConfig(), description="the diffusion model: backbone and architecture, "
+                                                          "or a pretrained base to fine-tune")
+    train: TrainConfig = Field(TrainConfig(), description="training the diffusion model")
+    generate: GenerateConfig = Field(GenerateConfig(), description="how many synthetic images each class "
+                                                                   "gets and how they are sampled, filtered "
+                                                                   "and written")
+    compute: ComputeConfig = Field(ComputeConfig(), description="Lightning Trainer settings every stage uses")
+    evaluate: EvaluateConfig = Field(EvaluateConfig(), description="the downstream test: classifier arms "
+                                                                   "with and without synthetic data, over "
+                                                                   "several seeds")
 
     @field_validator("name")
     @classmethod
@@ -455,6 +589,27 @@ class Recipe(_Section):
             # An empty folder name would quietly mean runs/<name>, or the current folder to a path join.
             raise ValueError(f"{value!r} is an empty folder name; give a folder, or null for runs/<name>")
         return value
+
+    @model_validator(mode="after")
+    def _pixel_levers(self) -> Recipe:
+        if self.model.backbone != "latent-text":
+            return self
+        t = self.train
+        # each: whether it is set, and why the latent-text backbone cannot honour it
+        levers = {
+            "train.conditioned_augment": (t.conditioned_augment.p > 0, "it conditions the pixel UNet's class embedding"),
+            "train.cbdm": (t.cbdm.weight > 0, "it regularises the pixel UNet's class embeddings"),
+            "train.keep_best": (t.keep_best.every is not None, "its checks sample the pixel UNet"),
+            "train.sample_every": (t.sample_every is not None, "its grids sample the pixel UNet"),
+            "train.freeze": (bool(t.freeze), "the base UNet is frozen already and LoRA trains"),
+            "train.augment": (bool(t.augment), "the images' VAE latents are encoded once"),
+        }
+        given = [(key, why) for key, (on, why) in levers.items() if on]
+        if given:
+            key, why = given[0]
+            raise ValueError(f"{key} does not apply to backbone latent-text ({why}); remove it or set "
+                             "model.backbone: pixel")
+        return self
 
     @property
     def model_size(self) -> int:
@@ -519,12 +674,21 @@ def validate_recipe(raw: dict[str, Any], origin: str = "recipe") -> Recipe:
 
 
 def load_recipe(
-    path_or_run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), out: str | Path | None = None
+    path_or_run_dir: str | Path | dict | Recipe, overrides: list[str] | tuple[str, ...] = (),
+    out: str | Path | None = None,
 ) -> Recipe:
-    """Load a recipe file, or the ``recipe.yaml`` of a run directory, with ``--set`` overrides applied.
+    """Load a recipe file, or the ``recipe.yaml`` of a run directory, with ``--set`` overrides applied; a recipe
+    given as a dict or a ``Recipe`` is validated and overridden the same way.
 
     Given a run directory, its ``output_dir`` is that directory, wherever it has moved since.
     """
+    if isinstance(path_or_run_dir, (dict, Recipe)):
+        given = path_or_run_dir
+        raw = given.model_dump(mode="json") if isinstance(given, Recipe) else copy.deepcopy(given)
+        raw = apply_overrides(raw, list(overrides))
+        if out is not None:
+            raw["output_dir"] = str(out)
+        return validate_recipe(raw)
     path = Path(path_or_run_dir)
     is_run_dir = path.is_dir()
     if is_run_dir:

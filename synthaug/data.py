@@ -258,7 +258,9 @@ class StepBatches(torch.utils.data.Dataset):
         if self.augment is not None:
             self.augment.set_random_seed(step_seed(self.seed, step, self.rank, 1) % 2**31)
             batch = np.stack([self.augment(image=img)["image"].reshape(img.shape) for img in batch])
-        return {"images": to_model_input(batch), "labels": torch.from_numpy(self.labels[rows]), "step": step}
+        # rows: where the batch's images are in `images` (the latent-text backbone reads their cached latents)
+        return {"images": to_model_input(batch), "labels": torch.from_numpy(self.labels[rows]),
+                "rows": torch.from_numpy(rows), "step": step}
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -171,6 +171,14 @@ def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float,
     return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
 
 
+def training_optimizer(params: list[torch.nn.Parameter], train: TrainConfig, total_steps: int) -> dict[str, Any]:
+    """AdamW at ``train.lr`` with a linear warm-up (at most a tenth of the run) and cosine decay, per step: what
+    Lightning's ``configure_optimizers`` returns, for every backbone."""
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, min(train.warmup_steps, total_steps // 10), total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 class ClassConditionalDiffusion(pl.LightningModule):
     """DDPM training (Ho et al. 2020) of a class-conditional UNet with label dropout for guidance.
 
@@ -274,11 +282,8 @@ class ClassConditionalDiffusion(pl.LightningModule):
             self.ema.step(self.unet.parameters())
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
         total = max(self.trainer.max_steps, 1) if self.trainer is not None else self.cfg.max_steps
-        schedule = get_cosine_schedule_with_warmup(optimizer, min(self.cfg.warmup_steps, total // 10), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return training_optimizer([p for p in self.parameters() if p.requires_grad], self.cfg, total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:
@@ -314,12 +319,15 @@ class ClassConditionalDiffusion(pl.LightningModule):
 
 def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, model_dir: Path, classes: list[str],
                image_size: int, channels: int) -> Path:
-    """Write ``model_dir`` in diffusers format (``unet/`` safetensors, ``scheduler/``) plus ``synthaug.json``."""
+    """Write ``model_dir`` as a diffusers pipeline (``unet/`` safetensors, ``scheduler/``, ``model_index.json``)
+    plus ``synthaug.json``."""
     from synthaug.io import atomic_dir, atomic_write_text
+    from synthaug.pipeline import write_model_index
 
     with atomic_dir(model_dir) as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         scheduler.save_pretrained(tmp / "scheduler")
+        write_model_index(tmp, classes, image_size)  # loads as synthaug.SynthaugPipeline
         meta = {
             "classes": list(classes),
             "image_size": image_size,
@@ -333,7 +341,8 @@ def save_model(unet: UNet2DModel, scheduler: DDPMScheduler, model_dir: Path, cla
 
 
 REQUIRED_META = ("classes", "image_size", "channels", "null_class_id")
-KNOWN_META = (*REQUIRED_META, "normalization", "version")
+KNOWN_META = (*REQUIRED_META, "normalization", "version", "backbone")
+BACKBONES = ("pixel", "latent-text")  # a description without "backbone" is a pixel model's
 
 
 def _max_image_size() -> int:
@@ -363,11 +372,22 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
         raise SynthaugError(f"{path}: not valid JSON ({exc}); retrain or restore the file") from None
     if not isinstance(meta, dict):
         raise SynthaugError(f"{path}: not a synthaug model description (a JSON {type(meta).__name__}); retrain it")
-    missing = [k for k in REQUIRED_META if k not in meta]
+    backbone = meta.get("backbone", "pixel")
+    if backbone not in BACKBONES:
+        raise SynthaugError(f"{path}: unknown backbone {json.dumps(backbone)[:40]} (synthaug knows {', '.join(BACKBONES)}); "
+                            f"the model was written by another synthaug version ({meta.get('version', 'unknown')}), "
+                            "use that version or retrain")
+    if backbone == "pixel":
+        required, known = REQUIRED_META, KNOWN_META
+    else:
+        from synthaug.latent_text import TEXT_META
+
+        required = known = TEXT_META
+    missing = [k for k in required if k not in meta]
     if missing:
         raise SynthaugError(f"{path}: missing {', '.join(missing)}; the model was written by another version, retrain it")
     # A key this version does not know may change what the weights mean (another normalisation, say).
-    extra = sorted(k for k in meta if k not in KNOWN_META)
+    extra = sorted(k for k in meta if k not in known)
     if extra:
         raise SynthaugError(
             f"{path}: unknown key(s) {', '.join(extra)}; the model was written by another synthaug version "
@@ -391,6 +411,10 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return f"image_size {json.dumps(size)[:40]} is not a whole number of pixels from 1 to {top}"
     if not _is_int(channels) or channels not in (1, 3):
         return f"channels {json.dumps(channels)[:40]} is not 1 or 3"
+    if meta.get("backbone") == "latent-text":
+        from synthaug.latent_text import text_meta_problem
+
+        return text_meta_problem(meta)
     if meta["null_class_id"] != len(classes) or not _is_int(meta["null_class_id"]):
         return f"null_class_id {json.dumps(meta['null_class_id'])[:40]} does not match {len(classes)} classes"
     norm = meta.get("normalization", NORMALIZATION)

@@ -95,6 +95,11 @@ def file_digest(path: Path) -> str:
 
 
 def model_digest(model_dir: Path) -> str:
-    """A digest of a saved model's UNet weights (``model_dir/unet/*.safetensors``): names what was sampled from."""
-    files = sorted((Path(model_dir) / "unet").glob("*.safetensors"))
-    return "-".join(file_digest(f) for f in files)
+    """A digest of a saved model's weights, its safetensors files (the pixel UNet's; the latent-text backbone's
+    LoRA and class tokens, digested together): names what was sampled from."""
+    digests = [file_digest(f) for f in sorted(Path(model_dir).rglob("*.safetensors"))]
+    if len(digests) <= 1:
+        return "".join(digests)
+    import hashlib
+
+    return hashlib.sha256("-".join(digests).encode()).hexdigest()[:16]

@@ -4,7 +4,8 @@ Layout (DESIGN §4)::
 
     run_dir/
       recipe.yaml            the resolved recipe (config.save_recipe)
-      model/                 diffusers format + synthaug.json (diffusion.save_model)
+      model/                 diffusers format + synthaug.json (diffusion.save_model; latent-text: LoRA and class
+                             tokens on a named base, latent_text.LatentTextDiffusion.save_model)
       checkpoints/last.ckpt  Lightning checkpoints (resume training)
       logs/metrics.csv       Lightning's CSV log (the loss curve)
       cache/                 decoded real images, memory-mapped, keyed by content (images.to_array)
@@ -126,8 +127,11 @@ def checkpoint_step(path: Path) -> int:
 
 # What the trained weights' shapes and meaning depend on: changing one makes a checkpoint or model of the run
 # another model. ``data.image_size`` counts through ``model.sample_size`` when that is unset.
-ARCHITECTURE_KEYS = ("model.base", "model.block_out_channels", "model.layers_per_block", "model.attention",
-                     "model.prediction_type", "model.sample_size", "data.channels")
+ARCHITECTURE_KEYS = ("model.backbone", "model.base", "model.block_out_channels", "model.layers_per_block",
+                     "model.attention", "model.prediction_type", "model.sample_size", "data.channels",
+                     # the latent-text backbone's adapter and the captions its class tokens learned from
+                     "model.lora", "model.class_tokens", "model.prompt", "model.class_prompts",
+                     "model.negative_prompt")
 
 
 def _architecture(recipe) -> dict[str, Any]:

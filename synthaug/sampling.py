@@ -105,14 +105,15 @@ _SCHEDULERS = {
 }
 
 
-def make_scheduler(name: str, training_config: dict):
-    """A sampling scheduler built from the training scheduler's config (same betas, same prediction type)."""
+def make_scheduler(name: str, training_config: dict, *, threshold: bool = True):
+    """A sampling scheduler built from the training scheduler's config (same betas, same prediction type).
+    ``threshold=False`` leaves out dynamic thresholding: latents (synthaug.latent_text) are not bounded to [-1, 1]."""
     if name not in _SCHEDULERS:
         raise SynthaugError(f"generate.sampler={name!r}: use one of {', '.join(_SCHEDULERS)}")
     cls, extra = _SCHEDULERS[name]
     config = {k: v for k, v in dict(training_config).items() if not k.startswith("_")}
     config["timestep_spacing"] = "trailing"  # include the last (noisiest) timestep: needed for few steps
-    config.update(extra)
+    config.update({k: v for k, v in extra.items() if threshold or k not in _THRESHOLD})
     return cls.from_config(config)
 
 
@@ -201,12 +202,45 @@ def _takes_generator(scheduler) -> bool:
     return "generator" in inspect.signature(scheduler.step).parameters
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU has native bf16 matmul (AVX512-BF16/AMX), where bf16 autocast pays off."""
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
     try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off; elsewhere
+    it is emulated, many times slower than float32."""
+    flags = cpu_flags()
+    if flags:
+        return any(f in flags for f in NATIVE_BF16_FLAGS)
+    try:  # no /proc/cpuinfo: ask oneDNN
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # pragma: no cover - older torch
         return False
+
+
+def resolve_precision(requested: str, device: str | torch.device = "cpu") -> tuple[str, str]:
+    """``generate.precision`` / ``compute.precision`` → ``(precision, why)``: ``auto`` is ``bf16-mixed`` where
+    the hardware runs bf16 natively (a CUDA device with bf16; a CPU with avx512_bf16 or amx_bf16) and
+    ``32-true`` elsewhere. Other values are kept as the recipe gives them."""
+    if requested != "auto":
+        return requested, "set in the recipe"
+    if torch.device(device).type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed", f"auto: {torch.cuda.get_device_name()} computes bf16 natively"
+        return "32-true", "auto: this GPU has no native bf16"
+    if bf16_supported():
+        found = sorted(f for f in cpu_flags() if f in NATIVE_BF16_FLAGS) or ["oneDNN bf16"]
+        return "bf16-mixed", f"auto: the CPU computes bf16 natively ({', '.join(found)})"
+    return "32-true", "auto: the CPU has no native bf16 (avx512_bf16/amx_bf16), so bf16 would be emulated"
 
 
 class Generator:
@@ -230,8 +264,14 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
-        from synthaug.diffusion import load_model
+        """The generator of a saved model: this class for the pixel backbone, ``latent_text.TextGenerator`` for
+        a model whose ``synthaug.json`` says ``"backbone": "latent-text"``."""
+        from synthaug.diffusion import load_model, read_meta
 
+        if read_meta(Path(model_dir)).get("backbone") == "latent-text":
+            from synthaug.latent_text import TextGenerator
+
+            return TextGenerator.from_pretrained(model_dir, device)
         unet, scheduler, meta = load_model(Path(model_dir))
         return cls(unet, scheduler, meta, device)
 
@@ -291,8 +331,11 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
     Returns ``(forward, reverse)``, uint8 (K, frames, H, W, C): ``forward`` noises a real image of each
     class from clean to pure noise along the training schedule; ``reverse`` shows the sampler's
     state (its clean-image estimate, or the partly denoised sample, see ``denoise``) from pure noise to the
-    final sample.
+    final sample. A generator of another backbone draws its own (``TextGenerator.diffusion_strips``).
     """
+    own = getattr(generator, "diffusion_strips", None)
+    if own is not None:
+        return own(real, labels, frames=frames, steps=steps, guidance=guidance, sampler=sampler, seed=seed)
     schedule = generator.training_scheduler
     real = fit_arrays(real, generator.sample_size)  # the model's own resolution; frames are fitted back below
     x0 = to_model_input(real)

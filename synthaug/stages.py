@@ -1,11 +1,12 @@
 """The stages a run is made of: train → generate → evaluate → report.
 
-Each stage takes the resolved recipe, reads what the previous stage wrote below ``recipe.run_dir`` and
+Each stage takes a recipe (a ``Recipe``, a dict, a recipe file or a run directory: ``config.load_recipe``), reads what the previous stage wrote below ``recipe.run_dir`` and
 writes its own outputs there. No stage reads the CLI; what they print goes through ``synthaug.console``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from synthaug import __version__, console
-from synthaug.config import Recipe, save_recipe
+from synthaug.config import Recipe, load_recipe, save_recipe
 from synthaug.errors import Interrupted, SynthaugError
 from synthaug.io import atomic_write_text, model_digest
 from synthaug.runs import (
@@ -29,12 +30,27 @@ from synthaug.runs import (
     read_log,
 )
 
+RecipeLike = Recipe | dict | str | Path
+
+
+def _any_recipe(stage):
+    """Let ``stage`` take a ``Recipe``, a dict, a recipe file or a run directory (``config.load_recipe``)."""
+
+    @functools.wraps(stage)
+    def wrapper(recipe, *args, **kwargs):
+        return stage(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), *args, **kwargs)
+
+    return wrapper
+
 
 def trainer_kwargs(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``compute`` section as Lightning ``Trainer`` arguments (every stage uses these)."""
+    from synthaug.sampling import resolve_precision
+
     c = recipe.compute
+    precision = resolve_precision(c.precision, _sampling_device(c.accelerator))[0]  # auto: what the hardware runs
     return {"accelerator": c.accelerator, "devices": c.devices, "num_nodes": c.num_nodes, "strategy": c.strategy,
-            "precision": c.precision}
+            "precision": precision}
 
 
 def _refuse_existing(path: Path, overwrite: bool, resume: bool, what: str) -> bool:
@@ -129,21 +145,33 @@ def data_classes(recipe: Recipe) -> list[str]:
 
 
 def build_module(recipe: Recipe, classes: list[str]):
+    """The LightningModule ``model.backbone`` trains: a pixel ``ClassConditionalDiffusion`` or a
+    ``LatentTextDiffusion`` (LoRA and class tokens on ``model.base``)."""
     from synthaug.diffusion import ClassConditionalDiffusion, build_unet, load_base_unet
 
     cfg = recipe.model
-    if cfg.base:
-        unet = load_base_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
+    if cfg.backbone == "latent-text":
+        from synthaug.latent_text import LatentTextDiffusion
+
+        module = LatentTextDiffusion(cfg, classes, recipe.train, recipe.data.image_size, seed=recipe.seed)
     else:
-        unet = build_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
-    return ClassConditionalDiffusion(unet, len(classes), recipe.train, cfg.prediction_type, seed=recipe.seed)
+        if cfg.base:
+            unet = load_base_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
+        else:
+            unet = build_unet(cfg, len(classes), recipe.model_size, recipe.data.channels)
+        module = ClassConditionalDiffusion(unet, len(classes), recipe.train, cfg.prediction_type, seed=recipe.seed)
+    if recipe.train.gradient_checkpointing:  # diffusers' own: activations recomputed in the backward pass
+        module.unet.enable_gradient_checkpointing()
+    return module
 
 
-def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+@_any_recipe
+def train(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the diffusion model → ``run_dir/model`` (diffusers format, EMA weights)."""
     from synthaug.callbacks import keep_best_callback
     from synthaug.data import LabelledImageDataModule
     from synthaug.diffusion import save_model
+    from synthaug.loggers import check_logger_packages, log_hyperparameters
     from synthaug.workers import exit_if_reimported_in_worker
 
     exit_if_reimported_in_worker()  # a worker re-running a script without a main guard stops here
@@ -161,6 +189,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     elif resume and out.model.exists():
         return out.model  # finished earlier and its checkpoints were cleared: nothing to resume
 
+    check_logger_packages(recipe.train.logger)  # a missing package is refused before anything is written
     classes = data_classes(recipe)  # checks first: decoding writes run_dir/cache
     _seed_everything(recipe.seed)  # the UNet's initial weights come from the global RNG
     module = build_module(recipe, classes)
@@ -181,6 +210,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                                          start_step=start_step)
     keeper = keep_best_callback(recipe, x, y, ids, data.train_counts, data.classes)  # None unless train.keep_best
     trainer, stop = _training_trainer(recipe, data.classes, progress, keeper)
+    log_hyperparameters(trainer.loggers, recipe)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
@@ -189,22 +219,34 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     trainer.save_checkpoint(out.last_checkpoint, weights_only=False)  # the full state --resume continues from
     if stop.requested:
         raise Interrupted(f"training stopped at step {trainer.global_step}; rerun with --resume to finish")
-    if trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
+    if trainer.is_global_zero and recipe.model.backbone == "latent-text":
+        module.save_model(out.model, recipe.data.image_size, recipe.data.channels)
+    elif trainer.is_global_zero:  # image_size: the size its samples are written at (the UNet has its own)
         unet = keeper.best_unet(trainer, module) if keeper else module.sampling_unet()
         save_model(unet, module.scheduler, out.model, data.classes, recipe.data.image_size, recipe.data.channels)
         if keeper and progress:
             console.stage("train", f"kept the weights of step {keeper.best_step} (rare classes recognised and new: "
                                    f"{keeper.best_score:.2f}; train.keep_best)")
+    if trainer.is_global_zero:
+        _write_model_card(recipe, out)
     return out.model
+
+
+def _write_model_card(recipe: Recipe, out: RunDir, metrics: dict[str, Any] | None = None) -> None:
+    """``run/model/README.md``: the Hub model card, with the downstream figures once ``metrics`` exist."""
+    from synthaug.diffusion import read_meta
+    from synthaug.model_card import write_model_card
+
+    write_model_card(out.model, read_meta(out.model), recipe=recipe, metrics=metrics)
 
 
 def _training_trainer(recipe: Recipe, classes: list[str], progress: bool, keeper=None):
     """The Lightning ``Trainer`` of the diffusion model (checkpoints, logs, grids) → (trainer, its GracefulStop)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
 
     from synthaug.callbacks import AtomicCheckpointIO, GracefulStop, SampleGrid, StageProgressBar
+    from synthaug.loggers import training_loggers
 
     out, t, g = RunDir(recipe.run_dir), recipe.train, recipe.generate
     stop = GracefulStop()
@@ -224,7 +266,7 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool, keeper
         **trainer_kwargs(recipe),
         max_steps=t.max_steps,
         max_time={"minutes": t.max_minutes} if t.max_minutes else None,
-        logger=CSVLogger(recipe.run_dir, name=LOGS, version=""),
+        logger=training_loggers(recipe, LOGS),
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=progress and console.verbose(),
@@ -239,7 +281,8 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool, keeper
 # --------------------------------------------------------------------------------------------- generate
 
 
-def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
+@_any_recipe
+def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
              progress: bool = True):
     """Sample the plan → ``run_dir/synthetic`` (HF dataset + card, and the other formats). Returns the dataset,
     or None when this process ran one shard of several and others remain."""
@@ -247,7 +290,7 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
 
     from synthaug.diffusion import check_model_fits_data
     from synthaug.generation import PlanSampler, candidates_per_image, feedback_text, filter_samples, selects
-    from synthaug.sampling import Generator, bf16_supported, build_plan, empty_quota_note, plan_quotas
+    from synthaug.sampling import Generator, build_plan, empty_quota_note, plan_quotas, resolve_precision
     from synthaug.workers import exit_if_reimported_in_worker
     from synthaug.writers import Parts, open_parts, synthetic_batches, synthetic_features, write_synthetic
 
@@ -276,19 +319,20 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     if overwrite and leader:
         shutil.rmtree(parts, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)
-    fingerprint = {
+    precision, why = resolve_precision(g.precision, _sampling_device(recipe.compute.accelerator))
+    fingerprint = {  # the precision that ran, not "auto": parts made in bf16 and in float32 never mix
         "seed": recipe.seed, "model": model_digest(out.model), "rows": len(rows),
-        "generate": g.model_dump(mode="json", exclude={"batch_size", "formats"}),
+        "generate": {**g.model_dump(mode="json", exclude={"batch_size", "formats"}), "precision": precision},
     }
     done = open_parts(parts, fingerprint, resume=resume or not leader)
     todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
     started = time.perf_counter()
     if progress and leader:
         console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "
-                                  f"guidance {g.guidance:g}{feedback_text(g, ', feedback ')})")
+                                  f"guidance {g.guidance:g}, {precision}{feedback_text(g, ', feedback ')}; "
+                                  f"precision {why})")
     sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
-                         autocast=g.precision == "bf16-mixed" or (g.precision == "auto" and bf16_supported()),
-                         progress=progress)
+                         autocast=precision == "bf16-mixed", progress=progress)
     if todo:
         sample(todo, len(rows))
     if not leader:
@@ -305,12 +349,13 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
     if rows and selects(g):
         index, take, scores, acceptance, feedback = filter_samples(recipe, parts, quotas, data.classes, x, y, ids,
                                                                    sample)
-    settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode}
+    settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode,
+                "precision": precision, "precision_reason": why}
     labels = index.label if take is None else index.label[take]
     counts = dict(zip(data.classes, np.bincount(labels, minlength=len(data.classes)).tolist()))
     note = None if rows else empty_quota_note(real_counts, g.quota)
     card = _synthetic_card(recipe, data.classes, real_counts, counts, settings, sample.images_per_second,
-                           acceptance, fingerprint, note)
+                           acceptance, fingerprint, note, generator.meta)
     info = {"counts": counts, "images_per_second": sample.images_per_second,
             "seconds": time.perf_counter() - started, "acceptance": acceptance, "feedback": feedback, **settings}
     write_synthetic(synthetic_batches(index, take, data.classes, settings, scores), out.synthetic, g.formats, card,
@@ -321,18 +366,26 @@ def generate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, s
 
 def _synthetic_card(recipe: Recipe, classes: list[str], real_counts: dict[str, int], counts: dict[str, int],
                     settings: dict[str, Any], rate: float, acceptance: dict[str, float] | None,
-                    fingerprint: dict[str, Any], note: str | None) -> str:
-    """The dataset card of ``run_dir/synthetic``: counts, how the images were made, provenance."""
+                    fingerprint: dict[str, Any], note: str | None, meta: dict[str, Any]) -> str:
+    """The dataset card of ``run_dir/synthetic``: counts, how the images were made, provenance. ``meta``: the
+    model's ``synthaug.json``; a latent-text model adds its base, the base's revision, prompts and adapter."""
     from synthaug.generation import feedback_text
     from synthaug.writers import dataset_card
 
     g = recipe.generate
+    text, base = {}, {}
+    if meta.get("backbone") == "latent-text":
+        lora = meta["lora"]
+        text = {"prompts": meta["prompts"], "negative_prompt": meta["negative_prompt"],
+                "adapter": f"LoRA rank {lora['rank']}, alpha {lora['alpha']:g} on {', '.join(lora['targets'])}; "
+                           f"{len(next(iter(meta['class_tokens'].values())))} learned token(s) per class"}
+        base = {"base_model": meta["base"], "base_revision": meta["base_revision"]}
     return dataset_card(
         name=recipe.name, classes=classes, real_counts=real_counts, counts=counts,
         settings={**settings, "strength": g.strength if g.mode == "variation" else None,
                   "images_per_second": round(rate, 2),
-                  **({"feedback": feedback_text(g)} if g.feedback.criterion else {})},
-        provenance={"recipe_hash": recipe.digest(), "model": str(RunDir(recipe.run_dir).model),
+                  **({"feedback": feedback_text(g)} if g.feedback.criterion else {}), **text},
+        provenance={"recipe_hash": recipe.digest(), "model": str(RunDir(recipe.run_dir).model), **base,
                     "model_digest": fingerprint["model"], "seed": recipe.seed,
                     "seed_rule": "derive_seed(seed, label, index) (synthaug.seeds)",
                     "synthaug_version": __version__},
@@ -363,7 +416,8 @@ def _examples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8
     return x[keep], y[keep]
 
 
-def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+@_any_recipe
+def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
     from synthaug.workers import exit_if_reimported_in_worker
 
@@ -405,7 +459,8 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
         left_out = "; the synthetic set is empty, so arms with synthetic data are left out" if arms != recipe.evaluate.arms else ""
         console.stage("evaluate", describe(plan) + left_out)
     quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
-    cas = _cas_set(recipe, len(train), k, synthetic, progress) if "synthetic" in cfg.arms and has_synthetic else None
+    cas = (_cas_set(recipe, len(train), k, synthetic, progress, accelerator)
+           if "synthetic" in cfg.arms and has_synthetic else None)
     runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator,
                     cas=cas)
     groups = shot_groups(data.train_counts)
@@ -429,11 +484,24 @@ def evaluate(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, p
     }
     _write_report_inputs(out.report, recipe, metrics, assets)
     build_report(out.report)
+    from synthaug.diffusion import META_FILE
+
+    if (out.model / META_FILE).exists():  # the model's card shows what its data did downstream
+        _write_model_card(recipe, out, metrics)
     atomic_write_text(out.evaluated, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return out.report
 
 
-def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool):
+def _sampling_device(accelerator: str) -> str:
+    """Where generation and evaluation sample (``accelerator``: the recipe's, or the classifiers' for the CAS set
+    and the diffusion strips): a GPU if there is one to use; a pretrained text-to-image model takes seconds an
+    image on a CPU."""
+    import torch
+
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool, accelerator: str):
     """The class-balanced synthetic set the synthetic-only arm trains on (CAS): the synthetic set's own images
     where its quota reached, the rest sampled from the run's model with the recipe's sampler settings, cached
     beside the arm runs; None without a model."""
@@ -457,7 +525,8 @@ def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool):
         columns = datasets.load_from_disk(str(out.synthetic)).select_columns(["label", "index"])
         known = {(int(label), int(index)): synthetic.x[row]
                  for row, (label, index) in enumerate(zip(columns["label"], columns["index"])) if index < per_class}
-    x, y = sample_cas_set(Generator.from_pretrained(out.model), per_class, recipe.seed, g, cache, progress, known)
+    generator = Generator.from_pretrained(out.model, device=_sampling_device(accelerator))
+    x, y = sample_cas_set(generator, per_class, recipe.seed, g, cache, progress, known)
     return EvalData(x, y, 2 * SYNTHETIC_ID_OFFSET + np.arange(len(y), dtype=np.int64))
 
 
@@ -479,7 +548,7 @@ def _quality_and_assets(recipe: Recipe, cfg, train, synthetic, k: int, accelerat
             pairs["synthetic"], pairs["train"], np.asarray(pairs["ratio"]))
     model = RunDir(recipe.run_dir).model
     if model.exists():
-        generator = Generator.from_pretrained(model)
+        generator = Generator.from_pretrained(model, device=_sampling_device(accelerator))
         first = [int(np.flatnonzero(train.y == c)[0]) for c in range(k)]
         g = recipe.generate
         assets["forward"], assets["reverse"] = diffusion_strips(
@@ -522,7 +591,8 @@ def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets
     atomic_write_text(RunDir(recipe.run_dir).metrics, json.dumps(metrics, indent=2))
 
 
-def report(recipe: Recipe) -> Path:
+@_any_recipe
+def report(recipe: RecipeLike) -> Path:
     """Rebuild ``report/index.html`` from ``report/metrics.json`` and the files beside it."""
     from synthaug.report import build_report
 
@@ -532,7 +602,8 @@ def report(recipe: Recipe) -> Path:
 # --------------------------------------------------------------------------------------------- run
 
 
-def run(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+@_any_recipe
+def run(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """train → generate → evaluate → report. With ``--resume``, finished stages are kept and an
     interrupted one continues; with ``--overwrite``, every stage starts afresh."""
     out = RunDir(recipe.run_dir)
