@@ -1,11 +1,15 @@
-"""Which sampler, steps and guidance make recognisable images: judge accuracy and time per setting.
+"""Which sampler, steps, guidance and precision make recognisable images: judge accuracy per second.
 
-    .venv/bin/python benchmarks/bench_samplers.py [--run runs/digits-longtail] [--per-class 20] [--no-write]
+    .venv/bin/python benchmarks/bench_samplers.py [--run runs/digits-longtail] [--per-class 50] [--reference]
+        [--no-write]
 
 A judge classifier (``train_judge``, classic augmentation) is trained on the run's real training split and
 scores the real test split; then each setting samples ``--per-class`` images per class from the same
-per-image seeds, and the judge's accuracy on them (overall, and on the rarest class) and the wall time are
-recorded. Two threads. Writes the ``samplers`` section of docs/BENCHMARKS.md.
+per-image seeds, and the judge's accuracy on them (overall, worst class, rarest class), its difference to the
+first row (DPM-Solver++, 20 steps, fp32, the recipe's guidance) paired image by image with a 95% interval, and
+the speed as a ratio to that row, measured in the same run, are recorded. bf16 rows (autocast) run only where
+the CPU computes bf16 natively. ``--reference`` adds 250 DDPM steps (slow). Two threads. Writes the
+``samplers`` section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,17 +25,31 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine_line, table, update_section  # noqa: E402
 
-# (sampler, steps, guidance)
+# (sampler, steps, guidance or None for the recipe's, bf16 autocast); the first row is the reference.
 SETTINGS = (
-    ("dpmpp", 20, 2.0), ("dpmpp-ode", 20, 2.0), ("ddim", 20, 2.0), ("unipc", 20, 2.0), ("euler", 20, 2.0),
-    ("dpmpp", 10, 2.0), ("dpmpp", 20, 1.0), ("dpmpp", 20, 4.0), ("ddpm", 250, 2.0),
+    ("dpmpp", 20, None, False), ("dpmpp", 15, None, False), ("dpmpp", 12, None, False),
+    ("dpmpp", 10, None, False), ("dpmpp", 8, None, False),
+    ("dpmpp", 20, None, True), ("dpmpp", 15, None, True), ("dpmpp", 12, None, True), ("dpmpp", 10, None, True),
+    ("dpmpp", 8, None, True),
+    ("dpmpp-ode", 20, None, False), ("ddim", 20, None, False), ("unipc", 20, None, False),
+    ("euler", 20, None, False), ("dpmpp", 20, 1.0, False), ("dpmpp", 20, 4.0, False),
 )
+REFERENCE = ("ddpm", 250, None, False)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of b − a (per-image hits, same seeds) with a 95% bootstrap interval over images."""
+    diff = b.astype(float) - a.astype(float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(1)
+    return float(diff.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/digits-longtail")
-    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--reference", action="store_true", help="add 250 DDPM steps (slow)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -55,25 +73,42 @@ def main() -> None:
     rarest = int(np.argmin(data.train_counts))
     labels = np.repeat(np.arange(k), args.per_class)
     seeds = [derive_seed(recipe.seed, int(c), i % args.per_class) for i, c in enumerate(labels)]
-    rows = []
-    for sampler, steps, guidance in SETTINGS:
+    from synthaug.sampling import bf16_supported
+
+    rows, first = [], None
+    settings = [*SETTINGS, *([REFERENCE] if args.reference else [])]
+    for sampler, steps, guidance, bf16 in settings:
+        if bf16 and not bf16_supported():
+            continue  # emulated bf16 is many times slower: no row
+        guidance = recipe.generate.guidance if guidance is None else guidance
+        generator.sample_arrays(labels[:4].tolist(), seeds[:4], guidance=guidance, steps=steps, sampler=sampler,
+                                autocast=bf16)  # warm-up
         started = time.perf_counter()
-        images = generator.sample_arrays(labels.tolist(), seeds, guidance=guidance, steps=steps, sampler=sampler)
-        seconds = time.perf_counter() - started
+        images = generator.sample_arrays(labels.tolist(), seeds, guidance=guidance, steps=steps, sampler=sampler,
+                                         autocast=bf16)
+        rate = len(labels) / (time.perf_counter() - started)
         hits = predict(judge, images) == labels
+        first = first or (hits, rate)
+        mean, low, high = paired_interval(first[0], hits)
         per_class = hits.reshape(k, args.per_class).mean(1)
-        rows.append([sampler, steps, guidance, f"{hits.mean():.3f}", f"{per_class.min():.2f}",
-                     f"{per_class[rarest]:.2f}", f"{len(labels) / seconds:.1f}"])
+        rows.append([sampler, steps, guidance, "bf16" if bf16 else "fp32", f"{hits.mean():.3f}",
+                     f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]", f"{per_class.min():.2f}",
+                     f"{per_class[rarest]:.2f}", f"{rate:.1f}", f"{rate / first[1]:.2f}×"])
         print(" | ".join(map(str, rows[-1])), flush=True)
     text = "\n".join([
         "## Samplers: judge accuracy per sampler, steps and guidance", "",
-        f"`benchmarks/bench_samplers.py --run {args.run} --per-class {args.per_class}` on {machine_line()}. "
+        f"`benchmarks/bench_samplers.py --run {args.run} --per-class {args.per_class}"
+        f"{' --reference' if args.reference else ''}` on {machine_line()}. "
         f"Model: `{args.run}/model` ({runs.checkpoint_step(Path(args.run) / 'checkpoints' / 'last.ckpt')} "
         f"training steps). Judge: `train_judge` ({recipe.evaluate.judge_steps} steps) on the real training "
         f"split, {judge_test:.1%} on the real test split. {args.per_class} images per class, the same "
         "per-image seeds for every setting; 2 threads.", "",
-        table(["sampler", "steps", "guidance", "judge accuracy", "worst class", f"rarest class ({data.classes[rarest]})",
-               "img/s"], rows), "",
+        table(["sampler", "steps", "guidance", "precision", "judge accuracy",
+               "Δ judge vs first row, points [95%]", "worst class", f"rarest class ({data.classes[rarest]})",
+               "img/s", "× first row"], rows), "",
+        "- Δ judge: paired image by image (same seeds), 95% bootstrap interval over the images; one image is "
+        f"{100 / len(labels):.1f} points. Speed: the same call, labels to uint8 arrays, after a warm-up, as a "
+        "ratio to the first row measured in this run.",
         "- `dpmpp` is DPM-Solver++ (2nd order) in its SDE form, `dpmpp-ode` the deterministic form; both "
         "threshold the clean-image estimate. Both start at t = T of the cosine schedule, where an epsilon "
         "model's clean-image estimate is poor; the SDE form re-injects noise each step and recovers, the ODE "

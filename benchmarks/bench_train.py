@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
+    from synthaug.sampling import resolve_precision
     from synthaug.stages import real_arrays
 
     native = native_bf16()
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         f"every run: {details}. The median-step ratio (batch / median step cycle, best run) is less "
         "sensitive to bursts of background load but leaves out work done every few steps (logging).",
         f"- One EMA update costs {ema_ms:.1f} ms per step in both paths.",
+        f"- `compute.precision: auto` resolves to `{resolve_precision('auto', 'cpu')[0]}` here "
+        f"({resolve_precision('auto', 'cpu')[1]}), so its row is auto's.",
         f"- Load average before {load_before}, after {load_after}: other processes may have been running, "
         "so absolute figures are a lower bound; the two paths ran interleaved under the same load.",
     ])
