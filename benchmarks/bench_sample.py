@@ -206,12 +206,12 @@ def main(argv: list[str] | None = None) -> None:
         return plain_sample(gen.unet, gen.training_scheduler.config, lab, null_class=gen.null_class, seed=seed, **kw)
 
     def fp32(lab, seed=0):
-        return gen.sample(lab, seed=seed, **kw)
+        return gen.sample(lab, seed=seed, autocast=False, **kw)
 
     def channels_last(lab, seed=0):
         gen.unet.to(memory_format=torch.channels_last)
         try:
-            return gen.sample(lab, seed=seed, **kw)
+            return gen.sample(lab, seed=seed, autocast=False, **kw)
         finally:
             gen.unet.to(memory_format=torch.contiguous_format)
 

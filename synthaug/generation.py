@@ -387,15 +387,16 @@ def cas_per_class(n_train: int, num_classes: int) -> int:
 
 
 def sample_cas_set(generator: Generator, per_class: int, seed: int, cfg: GenerateConfig, cache: Path | None = None,
-                   progress: bool = True, known: dict[tuple[int, int], np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool = True, known: dict[tuple[int, int], np.ndarray] | None = None,
+                   autocast: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A class-balanced synthetic set with every class: ``per_class`` images of each → (uint8 NHWC, labels).
 
     Image ``i`` of class ``c`` has seed ``derive_seed(seed, c, i)``: where a quota reached it, it is the image
     ``synthaug generate`` made for that position (in ``sample`` mode), so ``known`` ({(class, index): image},
     from the synthetic set) is reused and only the rest is sampled. Saved to ``cache`` (npz, atomic) and read
     from it when it exists: a resumed evaluation does not sample again. ``cache`` must be named by everything
-    the set depends on (model, seed, count, settings).
+    the set depends on (model, seed, count, settings, precision). ``autocast``: bf16 on or off, as the synthetic
+    set was made; None: what ``precision: auto`` picks here.
     """
     from tqdm import tqdm
 
@@ -413,7 +414,8 @@ def sample_cas_set(generator: Generator, per_class: int, seed: int, cfg: Generat
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start:start + cfg.batch_size]
             images = generator.sample_arrays([r.label for r in batch], [r.seed for r in batch],
-                                             guidance=cfg.guidance, steps=cfg.steps, sampler=cfg.sampler)
+                                             guidance=cfg.guidance, steps=cfg.steps, sampler=cfg.sampler,
+                                             autocast=autocast)
             made.update(zip((r.position for r in batch), images))
             bar.update(len(batch))
     x = np.stack([made[r.position] if r.position in made else known[(r.label, r.index)] for r in rows])

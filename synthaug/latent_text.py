@@ -37,7 +37,7 @@ from synthaug.config import ModelConfig, TrainConfig
 from synthaug.diffusion import META_FILE, snr_weights, training_optimizer
 from synthaug.errors import SynthaugError, did_you_mean
 from synthaug.images import fit_arrays, to_model_input, to_uint8
-from synthaug.sampling import Generator, initial_noise, make_scheduler
+from synthaug.sampling import Generator, initial_noise, make_scheduler, start_point, takes_generator
 from synthaug.seeds import derive_seed, step_seed
 
 BACKBONE = "latent-text"
@@ -507,18 +507,7 @@ def denoise_latents(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, g
         (B, C, h, w) float32 latents on the UNet's device.
     """
     device = next(unet.parameters()).device
-    # 1. Timesteps: all of them, or the last `strength` share of them for a variation.
-    scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps
-    noise = initial_noise(shape, generators)
-    if init is None:
-        x = noise * scheduler.init_noise_sigma
-    else:
-        start = steps - max(1, min(steps, int(round(steps * strength))))
-        timesteps = timesteps[start:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start)
-        x = scheduler.add_noise(init.float().cpu(), noise, timesteps[:1].repeat(len(generators)))
+    x, timesteps = start_point(scheduler, shape, generators, steps, init, strength)
     x = x.to(device)
     context = torch.cat([cond, uncond]).to(device)
     for t in timesteps:
@@ -528,19 +517,13 @@ def denoise_latents(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, g
             out = unet(model_in, t, encoder_hidden_states=context).sample
         c, u = out.float().chunk(2)
         # 3. Guidance, then 4. the scheduler's update (stochastic ones draw from each image's own generator).
-        extra = {"generator": generators} if _takes_generator(scheduler) else {}
+        extra = {"generator": generators} if takes_generator(scheduler) else {}
         step = scheduler.step(u + guidance * (c - u), t, x, **extra)
         x = step.prev_sample
         if trace is not None:
             est = getattr(step, "pred_original_sample", None)
             trace.append((est if est is not None else x).float())
     return x.float()
-
-
-def _takes_generator(scheduler) -> bool:
-    import inspect
-
-    return "generator" in inspect.signature(scheduler.step).parameters
 
 
 def load_text_pipeline(model_dir: str | Path):
@@ -624,11 +607,12 @@ class TextGenerator(Generator):
     @torch.inference_mode()
     def sample_arrays(self, labels: Sequence[int], seeds: Sequence[int], *, guidance: float = 7.5, steps: int = 20,
                       sampler: str = "dpmpp", init: np.ndarray | None = None, strength: float = 1.0,
-                      autocast: bool = False) -> np.ndarray:
+                      autocast: bool | None = None) -> np.ndarray:
         """Images for explicit per-image seeds → uint8 (B, image_size, image_size, channels). ``init``: uint8
-        (B, H, W, C) real images for variations (img2img), fitted to ``image_size`` first."""
+        (B, H, W, C) real images for variations (img2img), fitted to ``image_size`` first. ``autocast``: as
+        ``Generator.sample_arrays``."""
         latents = self._latents(labels, seeds, guidance=guidance, steps=steps, sampler=sampler, init=init,
-                                strength=strength, autocast=autocast)
+                                strength=strength, autocast=self.autocast_default(autocast))
         return decode_latents(self.vae, latents, self.channels)
 
     @torch.inference_mode()

@@ -159,18 +159,7 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
     device = next(unet.parameters()).device
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
-    # 1. Timesteps: all of them, or the last `strength` share of them for a variation.
-    scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps
-    noise = initial_noise(shape, generators)
-    if init is None:
-        x = noise * scheduler.init_noise_sigma
-    else:
-        start = steps - max(1, min(steps, int(round(steps * strength))))
-        timesteps = timesteps[start:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start)
-        x = scheduler.add_noise(init.float().cpu(), noise, timesteps[:1].repeat(len(labels)))
+    x, timesteps = start_point(scheduler, shape, generators, steps, init, strength)
     x = x.to(device)
     labels = labels.to(device)
     both_labels = torch.cat([labels, torch.full_like(labels, null_class)])
@@ -187,7 +176,7 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         # 3. Guidance: move from the unconditional prediction towards (and past) the conditional one.
         guided = uncond + guidance * (cond - uncond)
         # 4. The scheduler's update; stochastic schedulers draw from each image's own generator.
-        extra = {"generator": generators} if _takes_generator(scheduler) else {}
+        extra = {"generator": generators} if takes_generator(scheduler) else {}
         step = scheduler.step(guided, t, x, **extra)
         x = step.prev_sample
         if trace is not None:
@@ -196,7 +185,25 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
     return x.clamp(-1, 1).float().cpu()
 
 
-def _takes_generator(scheduler) -> bool:
+def start_point(scheduler, shape: tuple[int, ...], generators: list[torch.Generator], steps: int,
+                init: torch.Tensor | None = None, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where denoising starts → ``(x, timesteps)`` (``x`` on the CPU): each image's own noise and every timestep,
+    or, for a variation (SDEdit, Meng et al. 2022), ``init`` noised to the last ``strength`` share of the
+    schedule and the timesteps from there. Pixel and latent denoising loops share it."""
+    # 1. Timesteps: all of them, or the last `strength` share of them for a variation.
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    noise = initial_noise(shape, generators)
+    if init is None:
+        return noise * scheduler.init_noise_sigma, timesteps
+    start = steps - max(1, min(steps, int(round(steps * strength))))
+    timesteps = timesteps[start:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.add_noise(init.float().cpu(), noise, timesteps[:1].repeat(len(generators))), timesteps
+
+
+def takes_generator(scheduler) -> bool:
     import inspect
 
     return "generator" in inspect.signature(scheduler.step).parameters
@@ -293,11 +300,17 @@ class Generator:
                 raise SynthaugError(f"label {label} out of range 0..{len(self.classes) - 1}")
         return ids
 
+    def autocast_default(self, autocast: bool | None) -> bool:
+        """``autocast`` as given, or (None) what ``precision: auto`` picks on this generator's device."""
+        return resolve_precision("auto", self.device)[0] == "bf16-mixed" if autocast is None else autocast
+
     def sample_arrays(self, labels: Sequence[int], seeds: Sequence[int], *, guidance: float = 2.0, steps: int = 20,
                       sampler: str = "dpmpp", init: np.ndarray | None = None, strength: float = 1.0,
-                      autocast: bool = False) -> np.ndarray:
+                      autocast: bool | None = None) -> np.ndarray:
         """Images for explicit per-image seeds → uint8 (B, image_size, image_size, C). ``init``: uint8
-        (B, H, W, C) for variations, fitted to the UNet's resolution first."""
+        (B, H, W, C) for variations, fitted to the UNet's resolution first. ``autocast``: bf16 autocast on or
+        off; None decides as ``generate.precision: auto`` does (on where the device computes bf16 natively),
+        so these are the images ``synthaug generate`` writes for the same seeds with its defaults."""
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         init_t = None
         if init is not None:
@@ -307,12 +320,12 @@ class Generator:
             self.unet, make_scheduler(sampler, self.training_scheduler.config),
             torch.as_tensor(list(labels), dtype=torch.long), generators,
             steps=steps, guidance=guidance, null_class=self.null_class, init=init_t, strength=strength,
-            autocast=autocast,
+            autocast=self.autocast_default(autocast),
         )
         return fit_arrays(to_uint8(images), self.image_size)
 
     def sample(self, labels: Sequence[int | str], guidance: float = 2.0, steps: int = 20, seed: int = 0,
-               sampler: str = "dpmpp", batch_size: int = 256, autocast: bool = False) -> list[Image.Image]:
+               sampler: str = "dpmpp", batch_size: int = 256, autocast: bool | None = None) -> list[Image.Image]:
         """Sample one image per label → a list of PIL images. Image i's seed is ``derive_seed(seed, label, i)``."""
         ids = self.label_ids(labels)
         seeds = [derive_seed(seed, label, i) for i, label in enumerate(ids)]

@@ -511,22 +511,26 @@ def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool, ac
 
     from synthaug.evaluation import EvalData
     from synthaug.generation import cas_per_class, sample_cas_set
-    from synthaug.sampling import Generator
+    from synthaug.sampling import Generator, resolve_precision
 
     out, g = RunDir(recipe.run_dir), recipe.generate
     if not out.model.exists():
         return None
     per_class = cas_per_class(n_train, k)
+    device = _sampling_device(accelerator)
+    made_in = (_generation_info(out.synthetic) or {}).get("precision")  # the precision the set's images had
+    precision = made_in or resolve_precision(g.precision, device)[0]
     key = json.dumps([model_digest(out.model), recipe.seed, per_class, recipe.data.image_size, recipe.data.channels,
-                      g.model_dump(mode="json", exclude={"batch_size", "formats"})])
+                      {**g.model_dump(mode="json", exclude={"batch_size", "formats"}), "precision": precision}])
     cache = out.arm_cache / f"cas-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     known = {}
     if g.mode == "sample":  # variations are not the plain samples the CAS set is made of
         columns = datasets.load_from_disk(str(out.synthetic)).select_columns(["label", "index"])
         known = {(int(label), int(index)): synthetic.x[row]
                  for row, (label, index) in enumerate(zip(columns["label"], columns["index"])) if index < per_class}
-    generator = Generator.from_pretrained(out.model, device=_sampling_device(accelerator))
-    x, y = sample_cas_set(generator, per_class, recipe.seed, g, cache, progress, known)
+    generator = Generator.from_pretrained(out.model, device=device)
+    x, y = sample_cas_set(generator, per_class, recipe.seed, g, cache, progress, known,
+                          autocast=precision == "bf16-mixed")
     return EvalData(x, y, 2 * SYNTHETIC_ID_OFFSET + np.arange(len(y), dtype=np.int64))
 
 
@@ -570,7 +574,7 @@ def _generation_info(synthetic: Path) -> dict[str, Any] | None:
         return None
     info = json.loads(path.read_text())
     return {"counts": info["counts"], "sampler": info["sampler"], "steps": info["steps"],
-            "guidance": info["guidance"], "mode": info.get("mode"),
+            "guidance": info["guidance"], "mode": info.get("mode"), "precision": info.get("precision"),
             "images_per_second": info["images_per_second"]}
 
 
