@@ -242,12 +242,12 @@ def resolve_precision(requested: str, device: str | torch.device = "cpu") -> tup
         return requested, "set in the recipe"
     if torch.device(device).type == "cuda":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return "bf16-mixed", f"auto: {torch.cuda.get_device_name()} computes bf16 natively"
-        return "32-true", "auto: this GPU has no native bf16"
+            return "bf16-mixed", f"auto: native bf16 on {torch.cuda.get_device_name()}"
+        return "32-true", "auto: no native bf16 on this GPU"
     if bf16_supported():
         found = sorted(f for f in cpu_flags() if f in NATIVE_BF16_FLAGS) or ["oneDNN bf16"]
-        return "bf16-mixed", f"auto: the CPU computes bf16 natively ({', '.join(found)})"
-    return "32-true", "auto: the CPU has no native bf16 (avx512_bf16/amx_bf16), so bf16 would be emulated"
+        return "bf16-mixed", f"auto: native bf16 on this CPU ({', '.join(found)})"
+    return "32-true", "auto: no native bf16 on this CPU (no avx512_bf16/amx_bf16; emulated bf16 is slower)"
 
 
 class Generator:

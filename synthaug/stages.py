@@ -329,8 +329,7 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     started = time.perf_counter()
     if progress and leader:
         console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "
-                                  f"guidance {g.guidance:g}, {precision}{feedback_text(g, ', feedback ')}; "
-                                  f"precision {why})")
+                                  f"guidance {g.guidance:g}{feedback_text(g, ', feedback ')}; {precision}, {why})")
     sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
                          autocast=precision == "bf16-mixed", progress=progress)
     if todo:
