@@ -21,7 +21,8 @@ baselines train once per setting; the ceiling (every real image) is one more run
     .venv/bin/python benchmarks/bench_quality.py --settings rgb32-lt20 --rgb-data ../shared/data/sign_language_digits
 
 Writes the tables to docs/BENCHMARKS.md (block ``bench_quality``) and the collected figures to
-``runs/bench-quality/results.json``; a rerun adds to them and reuses every finished run.
+``benchmarks/results/quality.json`` (committed); a rerun adds to them and reuses every finished run (its models
+and arm runs are cached under ``runs/bench-quality/``).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def main() -> None:
     parser.add_argument("--rgb-data", type=Path, default=ROOT.parent / "shared" / "data" / "sign_language_digits",
                         help="the RGB development set (an imagefolder) for rgb32-lt20")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--tables-only", action="store_true", help="rewrite the docs section from results.json")
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the docs section from benchmarks/results/quality.json")
     args = parser.parse_args()
     for option, known in (("settings", SETTINGS), ("generators", GENERATORS), ("variants", VARIANTS)):
         values = [v for v in getattr(args, option).split(",") if v]
@@ -252,10 +253,12 @@ def main() -> None:
     load_before = load_average()
     out = ROOT / "runs" / "bench-quality"
     out.mkdir(parents=True, exist_ok=True)
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    saved = ROOT / "benchmarks" / "results" / "quality.json"  # committed: the figures outlive the run caches
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     for setting in [] if args.tables_only else args.settings:
         results[setting] = run_setting(setting, args, results.get(setting, {}))
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        saved.write_text(json.dumps(results, indent=2) + "\n")
     load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
     md = [f"Machine: {machine_line()}.{load}",
           f"Each setting's diffusion models train for its step budget (digits long tail 1,000 steps ≈ 7 CPU-minutes "
