@@ -205,6 +205,26 @@ def test_gradient_checkpointing_is_applied_and_trains_the_same_weights(text_run:
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_trains_the_adapter(tiny_base: Path, tmp_path: Path):
+    """Many devices through Lightning, as for the pixel backbone: two gloo processes train the LoRA and the
+    class tokens, rank 0 saves only what was trained."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "synthaug.cli", "train", str(TEXT_LORA), "--out", str(run), "--verbose",
+           *sets(*overrides(tiny_base, *ON_CPU, "compute.devices=2", "compute.strategy=ddp"))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size: 2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
+    assert runs.checkpoint_step(run / "checkpoints" / "last.ckpt") == 6
+    tensors = saved_tensors(run / "model")
+    assert len(tensors) > 10 and all(torch.isfinite(t).all() for t in tensors.values())
+
+
 # --------------------------------------------------------------------------------------------- what is learned
 
 
