@@ -1,7 +1,8 @@
 """The stages a run is made of: train → generate → evaluate → report.
 
-Each stage takes a recipe (a ``Recipe``, a dict, a recipe file or a run directory: ``config.load_recipe``), reads what the previous stage wrote below ``recipe.run_dir`` and
-writes its own outputs there. No stage reads the CLI; what they print goes through ``synthaug.console``.
+Each stage takes a recipe (a ``Recipe``, a dict, a recipe file or a run directory: ``config.load_recipe``),
+reads what the previous stage wrote below ``recipe.run_dir`` and writes its own outputs there. No stage reads
+the CLI; what they print goes through ``synthaug.console``.
 """
 
 from __future__ import annotations
