@@ -109,6 +109,8 @@ class SynthaugPipeline(DiffusionPipeline):
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
         if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < self.null_class):
             raise ValueError(f"class_labels must be ids from 0 to {self.null_class - 1}, got {labels.tolist()}")
+        if precision not in ("auto", "32-true", "bf16-mixed"):
+            raise ValueError(f"precision must be 'auto', '32-true' or 'bf16-mixed', got {precision!r}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         generators = _per_image(generator, len(labels))

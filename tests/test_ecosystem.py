@@ -54,6 +54,8 @@ def test_class_names_resolve_through_get_label_ids(smoke_synthetic: Path):
         pipe.get_label_ids(["cat"])
     with pytest.raises(ValueError, match="class_labels must be ids"):
         pipe(class_labels=[len(pipe.id2label)])  # the null class is no class
+    with pytest.raises(ValueError, match="precision must be"):
+        pipe(class_labels=[0], precision="fp16")
 
 
 def test_another_diffusers_scheduler_swaps_in(smoke_synthetic: Path):
