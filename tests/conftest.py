@@ -33,6 +33,18 @@ def digits_png_folder(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models: they gain nothing from a second thread and lose much when
+    another process holds the cores. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> dict:
     """The values of ``recipes/smoke.yaml`` (trains in seconds), writing below ``tmp_path/run``."""

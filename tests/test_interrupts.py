@@ -41,12 +41,7 @@ TRAIN = [f"train.max_steps={120}"]  # the first checkpoint is at step 10 (smoke:
 GENERATE = ["generate.batch_size=2", "generate.quota.per_class=20", "generate.steps=8"]  # 100 shards
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def resume(*args) -> None:
