@@ -320,7 +320,7 @@ class LatentTextDiffusion(pl.LightningModule):
         """Captions → token ids (N, model_max_length); refuses one the tokenizer would cut short."""
         limit = self.tokenizer.model_max_length
         for name, caption in zip(self.classes, captions):
-            n = len(self.tokenizer(caption).input_ids)
+            n = len(self.tokenizer(caption, verbose=False).input_ids)
             if n > limit:
                 raise SynthaugError(f"the caption of class {name!r} is {n} tokens, more than the base's tokenizer "
                                     f"takes ({limit}); shorten model.prompt (or model.class_prompts) or lower "
