@@ -7,7 +7,8 @@ A judge classifier (``train_judge``, classic augmentation) is trained on the run
 scores the real test split; then each setting samples ``--per-class`` images per class from the same
 per-image seeds, and the judge's accuracy on them (overall, worst class, rarest class), its difference to the
 first row (DPM-Solver++, 20 steps, fp32, the recipe's guidance) paired image by image with a 95% interval, and
-the speed as a ratio to that row, measured in the same run, are recorded. bf16 rows (autocast) run only where
+the speed as a ratio to that row, measured in the same run, are recorded. Rows with a guidance interval
+(``generate.guidance_interval``) guide only that share of the steps. bf16 rows (autocast) run only where
 the CPU computes bf16 natively. ``--reference`` adds 250 DDPM steps (slow). Two threads. Writes the
 ``samplers`` section of docs/BENCHMARKS.md.
 """
@@ -25,16 +26,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine_line, table, update_section  # noqa: E402
 
-# (sampler, steps, guidance or None for the recipe's, bf16 autocast); the first row is the reference.
+# (sampler, steps, guidance or None for the recipe's, bf16 autocast, guidance interval); the first row is the
+# reference.
+EVERY = (0.0, 1.0)
 SETTINGS = (
-    ("dpmpp", 20, None, False), ("dpmpp", 15, None, False), ("dpmpp", 12, None, False),
-    ("dpmpp", 10, None, False), ("dpmpp", 8, None, False),
-    ("dpmpp", 20, None, True), ("dpmpp", 15, None, True), ("dpmpp", 12, None, True), ("dpmpp", 10, None, True),
-    ("dpmpp", 8, None, True),
-    ("dpmpp-ode", 20, None, False), ("ddim", 20, None, False), ("unipc", 20, None, False),
-    ("euler", 20, None, False), ("dpmpp", 20, 1.0, False), ("dpmpp", 20, 4.0, False),
+    ("dpmpp", 20, None, False, EVERY), ("dpmpp", 15, None, False, EVERY), ("dpmpp", 12, None, False, EVERY),
+    ("dpmpp", 10, None, False, EVERY), ("dpmpp", 8, None, False, EVERY),
+    ("dpmpp", 20, None, True, EVERY), ("dpmpp", 15, None, True, EVERY), ("dpmpp", 12, None, True, EVERY),
+    ("dpmpp", 10, None, True, EVERY), ("dpmpp", 8, None, True, EVERY),
+    # Guidance on part of the steps only (Kynkäänniemi et al. 2024): the unguided steps cost half.
+    ("dpmpp", 20, None, True, (0.0, 0.75)), ("dpmpp", 20, None, True, (0.0, 0.6)),
+    ("dpmpp", 20, None, True, (0.0, 0.5)), ("dpmpp", 20, None, True, (0.0, 0.4)),
+    ("dpmpp", 20, None, True, (0.25, 1.0)), ("dpmpp", 20, 2.0, True, (0.0, 0.5)),
+    ("dpmpp", 20, None, False, (0.0, 0.5)),
+    ("dpmpp-ode", 20, None, False, EVERY), ("ddim", 20, None, False, EVERY), ("unipc", 20, None, False, EVERY),
+    ("euler", 20, None, False, EVERY), ("dpmpp", 20, 1.0, False, EVERY), ("dpmpp", 20, 4.0, False, EVERY),
 )
-REFERENCE = ("ddpm", 250, None, False)
+REFERENCE = ("ddpm", 250, None, False, EVERY)
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -77,21 +85,22 @@ def main() -> None:
 
     rows, first = [], None
     settings = [*SETTINGS, *([REFERENCE] if args.reference else [])]
-    for sampler, steps, guidance, bf16 in settings:
+    for sampler, steps, guidance, bf16, interval in settings:
         if bf16 and not bf16_supported():
             continue  # emulated bf16 is many times slower: no row
         guidance = recipe.generate.guidance if guidance is None else guidance
         generator.sample_arrays(labels[:4].tolist(), seeds[:4], guidance=guidance, steps=steps, sampler=sampler,
-                                autocast=bf16)  # warm-up
+                                autocast=bf16, guidance_interval=interval)  # warm-up
         started = time.perf_counter()
         images = generator.sample_arrays(labels.tolist(), seeds, guidance=guidance, steps=steps, sampler=sampler,
-                                         autocast=bf16)
+                                         autocast=bf16, guidance_interval=interval)
         rate = len(labels) / (time.perf_counter() - started)
         hits = predict(judge, images) == labels
         first = first or (hits, rate)
         mean, low, high = paired_interval(first[0], hits)
         per_class = hits.reshape(k, args.per_class).mean(1)
-        rows.append([sampler, steps, guidance, "bf16" if bf16 else "fp32", f"{hits.mean():.3f}",
+        rows.append([sampler, steps, guidance, f"{interval[0]:g}–{interval[1]:g}", "bf16" if bf16 else "fp32",
+                     f"{hits.mean():.3f}",
                      f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]", f"{per_class.min():.2f}",
                      f"{per_class[rarest]:.2f}", f"{rate:.1f}", f"{rate / first[1]:.2f}×"])
         print(" | ".join(map(str, rows[-1])), flush=True)
@@ -103,7 +112,7 @@ def main() -> None:
         f"training steps). Judge: `train_judge` ({recipe.evaluate.judge_steps} steps) on the real training "
         f"split, {judge_test:.1%} on the real test split. {args.per_class} images per class, the same "
         "per-image seeds for every setting; 2 threads.", "",
-        table(["sampler", "steps", "guidance", "precision", "judge accuracy",
+        table(["sampler", "steps", "guidance", "guided steps", "precision", "judge accuracy",
                "Δ judge vs first row, points [95%]", "worst class", f"rarest class ({data.classes[rarest]})",
                "img/s", "× first row"], rows), "",
         "- Δ judge: paired image by image (same seeds), 95% bootstrap interval over the images; one image is "
@@ -113,6 +122,9 @@ def main() -> None:
         "threshold the clean-image estimate. Both start at t = T of the cosine schedule, where an epsilon "
         "model's clean-image estimate is poor; the SDE form re-injects noise each step and recovers, the ODE "
         "form does not.",
+        "- Guided steps: `generate.guidance_interval` [start, stop], the share of the steps (from the noisiest) "
+        "that apply guidance, counted as diffusers' `ClassifierFreeGuidance(start=, stop=)` counts them; the other "
+        "steps take the conditional prediction alone, one UNet row per image instead of two.",
         f"- Load average before {load_before}, after {load_average()}.",
     ])
     print(text)

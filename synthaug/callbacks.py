@@ -88,9 +88,11 @@ class SampleGrid(Callback):
     with the sampler, steps and guidance the recipe generates with, so the grids show what ``generate`` makes."""
 
     def __init__(self, folder: Path, every: int, classes: list[str], per_class: int = 8, steps: int = 20,
-                 guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0):
+                 guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0,
+                 guidance_interval: tuple[float, float] = (0.0, 1.0)):
         self.folder, self.every, self.classes = Path(folder), every, classes
         self.per_class, self.steps, self.guidance, self.sampler, self.seed = per_class, steps, guidance, sampler, seed
+        self.guidance_interval = guidance_interval
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -107,7 +109,8 @@ class SampleGrid(Callback):
         labels = [c for c in range(len(self.classes)) for _ in range(self.per_class)]
         seeds = [derive_seed(self.seed, c, i) for c in range(len(self.classes)) for i in range(self.per_class)]
         with torch.random.fork_rng():
-            images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps, sampler=self.sampler)
+            images = gen.sample_arrays(labels, seeds, guidance=self.guidance, steps=self.steps, sampler=self.sampler,
+                                       guidance_interval=self.guidance_interval)
         path = self.folder / f"step-{step:06d}.png"
         save_grid(images.reshape(len(self.classes), self.per_class, *images.shape[1:]), path,
                   row_labels=self.classes)
@@ -178,7 +181,8 @@ class KeepNovelBest(Callback):
         seeds = [derive_seed(self.seed, int(c), i) for c in self.rare for i in range(self.cfg.per_class)]
         g = self.generate
         with torch.random.fork_rng():
-            images = gen.sample_arrays(labels.tolist(), seeds, guidance=g.guidance, steps=g.steps, sampler=g.sampler)
+            images = gen.sample_arrays(labels.tolist(), seeds, guidance=g.guidance, steps=g.steps, sampler=g.sampler,
+                                       guidance_interval=g.guidance_interval)
         ok = self.recognised_and_new(images, labels)
         per_class = {self.classes[c]: float(ok[labels == c].mean()) for c in self.rare}
         score = float(np.mean(list(per_class.values())))

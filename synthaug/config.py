@@ -386,6 +386,10 @@ class GenerateConfig(_Section):
                                                               "unconditional, 1 = plain class-conditional "
                                                               "sampling, larger pushes further toward the "
                                                               "class")
+    guidance_interval: tuple[float, float] = Field(
+        (0.0, 1.0), description="[start, stop]: the share of the denoising steps that apply guidance, counted from "
+                                "the noisiest (diffusers' ClassifierFreeGuidance start/stop); the other steps use "
+                                "the class-conditional prediction alone, at half the cost")
     mode: Literal["sample", "variation"] = Field(
         "sample", description="sample: from noise; variation: noise a real training image of the class to "
                               "strength, then denoise it (SDEdit)")
@@ -405,6 +409,15 @@ class GenerateConfig(_Section):
         "auto", description="sampling precision: auto (bf16 autocast where the hardware computes bf16 natively: a "
                             "CPU with avx512_bf16/amx_bf16, a GPU with bf16; float32 elsewhere; the choice is in "
                             "generation.json and the dataset card), 32-true or bf16-mixed")
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _an_interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        start, stop = value
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"generate.guidance_interval {list(value)} must be [start, stop] with "
+                             "0 <= start < stop <= 1 (shares of the denoising steps; [0, 1] guides every step)")
+        return value
 
 
 def recipe_schema() -> dict[str, Any]:

@@ -45,11 +45,12 @@ class SamplingModule(pl.LightningModule):
     """Wraps a ``Generator`` for ``trainer.predict``: a batch of plan rows → uint8 images."""
 
     def __init__(self, generator: Generator, *, sampler: str, steps: int, guidance: float, strength: float,
-                 autocast: bool):
+                 autocast: bool, guidance_interval: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.generator = generator
         self.unet = generator.unet  # registered so Lightning moves it to the rank's device
-        self.settings = {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength}
+        self.settings = {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength,
+                         "guidance_interval": tuple(guidance_interval)}
         self.autocast = autocast
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
@@ -58,6 +59,7 @@ class SamplingModule(pl.LightningModule):
             batch["label"].tolist(), batch["seed"].tolist(), guidance=self.settings["guidance"],
             steps=self.settings["steps"], sampler=self.settings["sampler"], init=init,
             strength=self.settings["strength"] if init is not None else 1.0, autocast=self.autocast,
+            guidance_interval=self.settings["guidance_interval"],
         )
         out = {k: batch[k].tolist() for k in ("position", "label", "index", "seed")}
         if "source_index" in batch:
@@ -136,11 +138,12 @@ class PlanDataModule(pl.LightningDataModule):
 
 def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer_kwargs: dict, *, sampler: str,
              steps: int, guidance: float, batch_size: int, strength: float = 1.0, autocast: bool = False,
+             guidance_interval: tuple[float, float] = (0.0, 1.0),
              sources: np.ndarray | None = None, source_index: list[int] | None = None, total: int | None = None,
              progress: bool = True) -> float:
     """Sample ``rows`` into shards in ``parts_dir`` on a Lightning predict loop → images per second (this rank)."""
     module = SamplingModule(generator, sampler=sampler, steps=steps, guidance=guidance, strength=strength,
-                            autocast=autocast)
+                            autocast=autocast, guidance_interval=guidance_interval)
     total = total if total is not None else len(rows)
     from synthaug.callbacks import GracefulStop
 
@@ -178,6 +181,7 @@ class PlanSampler:
         self.rates.append(run_plan(
             self.generator, rows, self.parts_dir, self.trainer_kwargs, sampler=g.sampler, steps=g.steps,
             guidance=g.guidance, batch_size=g.batch_size, strength=g.strength, autocast=self.autocast,
+            guidance_interval=g.guidance_interval,
             sources=sources, source_index=source_index, total=total, progress=self.progress))
 
     @property
@@ -244,6 +248,12 @@ def feedback_text(g: GenerateConfig, prefix: str = "") -> str:
     """Feedback selection in words ("" when off), for the stage line and the dataset card."""
     fb = g.feedback
     return f"{prefix}{fb.criterion}, the hardest of {fb.candidates} candidates per image" if fb.criterion else ""
+
+
+def interval_text(g: GenerateConfig) -> str:
+    """The guidance interval in words ("" when every step is guided), for the stage line and the dataset card."""
+    start, stop = g.guidance_interval
+    return "" if (start, stop) == (0.0, 1.0) else f" on steps {start:g}–{stop:g} of the way"
 
 
 def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
@@ -415,7 +425,7 @@ def sample_cas_set(generator: Generator, per_class: int, seed: int, cfg: Generat
             batch = todo[start:start + cfg.batch_size]
             images = generator.sample_arrays([r.label for r in batch], [r.seed for r in batch],
                                              guidance=cfg.guidance, steps=cfg.steps, sampler=cfg.sampler,
-                                             autocast=autocast)
+                                             autocast=autocast, guidance_interval=cfg.guidance_interval)
             made.update(zip((r.position for r in batch), images))
             bar.update(len(batch))
     x = np.stack([made[r.position] if r.position in made else known[(r.label, r.index)] for r in rows])

@@ -90,6 +90,7 @@ class SynthaugPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         precision: str = "auto",
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> ImagePipelineOutput | tuple:
         """Draw one image per class label.
 
@@ -102,6 +103,8 @@ class SynthaugPipeline(DiffusionPipeline):
             output_type: ``"pil"``, ``"np"`` (float32 NHWC in [0, 1]) or ``"pt"`` (float32 NCHW in [0, 1]).
             precision: ``"auto"`` (bf16 autocast where the device computes bf16 natively, as ``synthaug generate``
                 does by default), ``"32-true"`` or ``"bf16-mixed"``.
+            guidance_interval: ``(start, stop)``, the share of the steps that apply guidance, counted from the
+                noisiest (``generate.guidance_interval``; diffusers' ``ClassifierFreeGuidance(start=, stop=)``).
         """
         from synthaug.images import fit_arrays, to_pil, to_uint8
         from synthaug.sampling import denoise, resolve_precision
@@ -111,6 +114,9 @@ class SynthaugPipeline(DiffusionPipeline):
             raise ValueError(f"class_labels must be ids from 0 to {self.null_class - 1}, got {labels.tolist()}")
         if precision not in ("auto", "32-true", "bf16-mixed"):
             raise ValueError(f"precision must be 'auto', '32-true' or 'bf16-mixed', got {precision!r}")
+        start, stop = guidance_interval
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"guidance_interval must be (start, stop) with 0 <= start < stop <= 1, got {guidance_interval}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         generators = _per_image(generator, len(labels))
@@ -119,7 +125,8 @@ class SynthaugPipeline(DiffusionPipeline):
                           for g in generators]
         autocast = resolve_precision(precision, self.unet.device)[0] == "bf16-mixed"
         images = denoise(self.unet, self.scheduler, labels, generators, steps=num_inference_steps,
-                         guidance=guidance_scale, null_class=self.null_class, autocast=autocast)
+                         guidance=guidance_scale, null_class=self.null_class, autocast=autocast,
+                         guidance_interval=(start, stop))
         arrays = fit_arrays(to_uint8(images), int(self.config.image_size))
         if output_type == "pil":
             out = [to_pil(a) for a in arrays]
@@ -138,7 +145,7 @@ def _latent_text(path):
     folder = Path(path)
     if not (folder / META_FILE).is_file() or read_meta(folder).get("backbone") != "latent-text":
         return None
-    from synthaug.latent_text import load_text_pipeline
+    from synthaug.latent_text_sampling import load_text_pipeline
 
     pipe, meta = load_text_pipeline(folder)
     pipe.id2label = dict(enumerate(meta["classes"]))

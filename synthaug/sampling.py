@@ -133,7 +133,8 @@ def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator]) -> 
 @torch.inference_mode()
 def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Generator], *, steps: int,
             guidance: float, null_class: int, init: torch.Tensor | None = None, strength: float = 1.0,
-            autocast: bool = False, trace: list | None = None, max_forward: int = MAX_FORWARD) -> torch.Tensor:
+            autocast: bool = False, trace: list | None = None, max_forward: int = MAX_FORWARD,
+            guidance_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Reverse diffusion with classifier-free guidance (Ho & Salimans 2022).
 
     Args:
@@ -152,6 +153,9 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
         max_forward: the most rows one UNet call takes. The guided batch (conditional and unconditional
             rows together) is split into calls of at most this many rows; each image's result does not
             depend on the split.
+        guidance_interval: ``(start, stop)``, the share of the denoising steps that are guided
+            (``guided_steps``); the others take the conditional prediction alone, one UNet row per image
+            instead of two.
 
     Returns:
         (B, C, H, W) float32 images in [−1, 1].
@@ -164,18 +168,25 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
     x = x.to(device)
     labels = labels.to(device)
     both_labels = torch.cat([labels, torch.full_like(labels, null_class)])
+    guided_at = guided_steps(steps, guidance_interval, guidance)
 
-    for t in timesteps:
-        # 2. The conditional and unconditional predictions batched together (in calls of <= max_forward rows).
-        model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
+    for i, t in enumerate(timesteps, start=steps - len(timesteps)):
+        # 2. The conditional and unconditional predictions batched together (in calls of <= max_forward rows);
+        #    outside the guidance interval the conditional one alone.
+        guide = i in guided_at
+        model_in = scheduler.scale_model_input(torch.cat([x, x]) if guide else x, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = torch.cat([
                 unet(part, t, class_labels=part_labels).sample
-                for part, part_labels in zip(model_in.split(max_forward), both_labels.split(max_forward))
-            ])
-        cond, uncond = out.float().chunk(2)
+                for part, part_labels in zip(model_in.split(max_forward),
+                                             (both_labels if guide else labels).split(max_forward))
+            ]).float()
         # 3. Guidance: move from the unconditional prediction towards (and past) the conditional one.
-        guided = uncond + guidance * (cond - uncond)
+        if guide:
+            cond, uncond = out.chunk(2)
+            guided = uncond + guidance * (cond - uncond)
+        else:
+            guided = out
         # 4. The scheduler's update; stochastic schedulers draw from each image's own generator.
         extra = {"generator": generators} if takes_generator(scheduler) else {}
         step = scheduler.step(guided, t, x, **extra)
@@ -184,6 +195,17 @@ def denoise(unet, scheduler, labels: torch.Tensor, generators: list[torch.Genera
             est = getattr(step, "pred_original_sample", None)
             trace.append((est if est is not None else x).clamp(-1, 1).cpu())
     return x.clamp(-1, 1).float().cpu()
+
+
+def guided_steps(steps: int, interval: tuple[float, float] = (0.0, 1.0), guidance: float = 2.0) -> range:
+    """The indices (0 = the noisiest step of the full schedule) of the steps that apply classifier-free guidance:
+    those in ``[int(start·steps), int(stop·steps))``, as diffusers' ``ClassifierFreeGuidance(start=, stop=)``
+    counts them. Guidance 1 is the conditional prediction itself, so no step needs the unconditional one.
+    A variation (``strength`` < 1) starts part-way and guides the same noise levels."""
+    if guidance == 1.0:
+        return range(0)
+    start, stop = interval
+    return range(int(start * steps), int(stop * steps))
 
 
 def start_point(scheduler, shape: tuple[int, ...], generators: list[torch.Generator], steps: int,
@@ -273,12 +295,12 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> Generator:
-        """The generator of a saved model: this class for the pixel backbone, ``latent_text.TextGenerator`` for
+        """The generator of a saved model: this class for the pixel backbone, ``latent_text_sampling.TextGenerator`` for
         a model whose ``synthaug.json`` says ``"backbone": "latent-text"``."""
         from synthaug.diffusion import load_model, read_meta
 
         if read_meta(Path(model_dir)).get("backbone") == "latent-text":
-            from synthaug.latent_text import TextGenerator
+            from synthaug.latent_text_sampling import TextGenerator
 
             return TextGenerator.from_pretrained(model_dir, device)
         unet, scheduler, meta = load_model(Path(model_dir))
@@ -308,9 +330,11 @@ class Generator:
 
     def sample_arrays(self, labels: Sequence[int], seeds: Sequence[int], *, guidance: float = 2.0, steps: int = 20,
                       sampler: str = "dpmpp", init: np.ndarray | None = None, strength: float = 1.0,
-                      autocast: bool | None = None) -> np.ndarray:
+                      autocast: bool | None = None,
+                      guidance_interval: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
         """Images for explicit per-image seeds → uint8 (B, image_size, image_size, C). ``init``: uint8
-        (B, H, W, C) for variations, fitted to the UNet's resolution first. ``autocast``: bf16 autocast on or
+        (B, H, W, C) for variations, fitted to the UNet's resolution first. ``guidance_interval``: the share of
+        the steps that are guided (``denoise``). ``autocast``: bf16 autocast on or
         off; None decides as ``generate.precision: auto`` does (on where the device computes bf16 natively),
         so these are the images ``synthaug generate`` writes for the same seeds with its defaults."""
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -322,25 +346,28 @@ class Generator:
             self.unet, make_scheduler(sampler, self.training_scheduler.config),
             torch.as_tensor(list(labels), dtype=torch.long), generators,
             steps=steps, guidance=guidance, null_class=self.null_class, init=init_t, strength=strength,
-            autocast=self.autocast_default(autocast),
+            autocast=self.autocast_default(autocast), guidance_interval=guidance_interval,
         )
         return fit_arrays(to_uint8(images), self.image_size)
 
     def sample(self, labels: Sequence[int | str], guidance: float = 2.0, steps: int = 20, seed: int = 0,
-               sampler: str = "dpmpp", batch_size: int = 256, autocast: bool | None = None) -> list[Image.Image]:
+               sampler: str = "dpmpp", batch_size: int = 256, autocast: bool | None = None,
+               guidance_interval: tuple[float, float] = (0.0, 1.0)) -> list[Image.Image]:
         """Sample one image per label → a list of PIL images. Image i's seed is ``derive_seed(seed, label, i)``."""
         ids = self.label_ids(labels)
         seeds = [derive_seed(seed, label, i) for i, label in enumerate(ids)]
         out: list[Image.Image] = []
         for start in range(0, len(ids), batch_size):
             arrays = self.sample_arrays(ids[start:start + batch_size], seeds[start:start + batch_size],
-                                        guidance=guidance, steps=steps, sampler=sampler, autocast=autocast)
+                                        guidance=guidance, steps=steps, sampler=sampler, autocast=autocast,
+                                        guidance_interval=guidance_interval)
             out.extend(to_pil(a) for a in arrays)
         return out
 
 
 def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[int], *, frames: int = 8,
-                     steps: int = 20, guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0):
+                     steps: int = 20, guidance: float = 2.0, sampler: str = "dpmpp", seed: int = 0,
+                     guidance_interval: tuple[float, float] = (0.0, 1.0)):
     """The pictures people expect of a diffusion model, one row per class.
 
     Returns ``(forward, reverse)``, uint8 (K, frames, H, W, C): ``forward`` noises a real image of each
@@ -350,7 +377,8 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
     """
     own = getattr(generator, "diffusion_strips", None)
     if own is not None:
-        return own(real, labels, frames=frames, steps=steps, guidance=guidance, sampler=sampler, seed=seed)
+        return own(real, labels, frames=frames, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
+                   guidance_interval=guidance_interval)
     schedule = generator.training_scheduler
     real = fit_arrays(real, generator.sample_size)  # the model's own resolution; frames are fitted back below
     x0 = to_model_input(real)
@@ -361,7 +389,8 @@ def diffusion_strips(generator: Generator, real: np.ndarray, labels: Sequence[in
                for t in ts]
     trace: list[torch.Tensor] = []
     denoise(generator.unet, make_scheduler(sampler, schedule.config), torch.as_tensor(list(labels)), gens,
-            steps=steps, guidance=guidance, null_class=generator.null_class, trace=trace)
+            steps=steps, guidance=guidance, null_class=generator.null_class, trace=trace,
+            guidance_interval=guidance_interval)
     picks = np.linspace(0, len(trace) - 1, frames).round().astype(int)
     reverse = [fit_arrays(to_uint8(trace[i]), generator.image_size) for i in picks]
     return np.stack(forward, axis=1), np.stack(reverse, axis=1)

@@ -262,7 +262,8 @@ def _training_trainer(recipe: Recipe, classes: list[str], progress: bool, keeper
     callbacks += [keeper] if keeper else []
     if t.sample_every:
         callbacks.append(SampleGrid(out.sample_grids, every=t.sample_every, classes=classes, steps=g.steps,
-                                    guidance=g.guidance, sampler=g.sampler, seed=recipe.seed))
+                                    guidance=g.guidance, sampler=g.sampler, seed=recipe.seed,
+                                    guidance_interval=g.guidance_interval))
     trainer = pl.Trainer(
         **trainer_kwargs(recipe),
         max_steps=t.max_steps,
@@ -290,7 +291,14 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     import datasets
 
     from synthaug.diffusion import check_model_fits_data
-    from synthaug.generation import PlanSampler, candidates_per_image, feedback_text, filter_samples, selects
+    from synthaug.generation import (
+        PlanSampler,
+        candidates_per_image,
+        feedback_text,
+        filter_samples,
+        interval_text,
+        selects,
+    )
     from synthaug.sampling import Generator, build_plan, empty_quota_note, plan_quotas, resolve_precision
     from synthaug.workers import exit_if_reimported_in_worker
     from synthaug.writers import Parts, open_parts, synthetic_batches, synthetic_features, write_synthetic
@@ -330,7 +338,8 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     started = time.perf_counter()
     if progress and leader:
         console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "
-                                  f"guidance {g.guidance:g}{feedback_text(g, ', feedback ')}; {precision}, {why})")
+                                  f"guidance {g.guidance:g}{interval_text(g)}{feedback_text(g, ', feedback ')}; "
+                                  f"{precision}, {why})")
     sample = PlanSampler(generator, parts, g, trainer_kwargs(recipe), seed=recipe.seed, train=(x, y, ids),
                          autocast=precision == "bf16-mixed", progress=progress)
     if todo:
@@ -349,7 +358,8 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     if rows and selects(g):
         index, take, scores, acceptance, feedback = filter_samples(recipe, parts, quotas, data.classes, x, y, ids,
                                                                    sample)
-    settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance, "mode": g.mode,
+    settings = {"sampler": g.sampler, "steps": g.steps, "guidance": g.guidance,
+                "guidance_interval": list(g.guidance_interval), "mode": g.mode,
                 "precision": precision, "precision_reason": why}
     labels = index.label if take is None else index.label[take]
     counts = dict(zip(data.classes, np.bincount(labels, minlength=len(data.classes)).tolist()))
@@ -557,7 +567,7 @@ def _quality_and_assets(recipe: Recipe, cfg, train, synthetic, k: int, accelerat
         g = recipe.generate
         assets["forward"], assets["reverse"] = diffusion_strips(
             generator, train.x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
-            seed=recipe.seed)
+            seed=recipe.seed, guidance_interval=g.guidance_interval)
     return quality, assets
 
 
@@ -574,7 +584,8 @@ def _generation_info(synthetic: Path) -> dict[str, Any] | None:
         return None
     info = json.loads(path.read_text())
     return {"counts": info["counts"], "sampler": info["sampler"], "steps": info["steps"],
-            "guidance": info["guidance"], "mode": info.get("mode"), "precision": info.get("precision"),
+            "guidance": info["guidance"], "guidance_interval": info.get("guidance_interval", [0.0, 1.0]),
+            "mode": info.get("mode"), "precision": info.get("precision"),
             "images_per_second": info["images_per_second"]}
 
 

@@ -234,7 +234,7 @@ def test_the_saved_lora_changes_the_unet_output(generator, text_run: Path, tiny_
     the base's does."""
     from diffusers import UNet2DConditionModel
 
-    from synthaug.latent_text import TextGenerator
+    from synthaug.latent_text_sampling import TextGenerator
 
     assert isinstance(generator, TextGenerator)
     base = UNet2DConditionModel.from_pretrained(tiny_base / "unet", use_safetensors=True).eval()
@@ -301,7 +301,7 @@ def test_the_saved_adapter_and_tokens_load_back_exactly(tiny_base: Path, tmp_pat
     from safetensors.torch import save_file
 
     from synthaug.errors import SynthaugError
-    from synthaug.latent_text import TextGenerator
+    from synthaug.latent_text_sampling import TextGenerator
 
     base = Path(shutil.copytree(tiny_base, tmp_path / "base"))
     r = recipe(tmp_path / "run", base, "model.lora.alpha=3", "model.class_tokens=2", "train.ema_decay=0")

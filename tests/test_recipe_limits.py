@@ -159,6 +159,9 @@ def test_python_tags_are_still_refused():
         ("data.subset.imbalance=.inf", "data.subset.imbalance: Input should be a finite number"),
         ("evaluate.lr=-.inf", "evaluate.lr: Input should be a finite number"),
         ("train.snr_gamma=.nan", "train.snr_gamma: Input should be a finite number"),
+        ("generate.guidance_interval=[0.8, 0.2]", "generate.guidance_interval [0.8, 0.2] must be [start, stop] with "
+                                                  "0 <= start < stop <= 1"),
+        ("generate.guidance_interval=[0, .nan]", "generate.guidance_interval.1: Input should be a finite number"),
         ("model.block_out_channels=[]", "model.block_out_channels: List should have at least 1 item"),
         ("model.attention=[]", "model.attention: List should have at least 1 item"),
         ("output_dir=''", "output_dir: '' is an empty folder name; give a folder, or null for runs/<name>"),
