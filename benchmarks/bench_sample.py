@@ -189,9 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from synthaug.classifiers import predict, train_judge
-    from synthaug.config import load_recipe
+    from synthaug.config import GenerateConfig, load_recipe
     from synthaug.evaluation import EvalData
-    from synthaug.config import GenerateConfig
     from synthaug.sampling import Generator, bf16_supported, resolve_precision
     from synthaug.stages import real_arrays
 
