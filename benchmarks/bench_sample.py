@@ -11,8 +11,8 @@ then null class), under ``torch.no_grad``. Modes of ``Generator.sample``:
   beside fp32 and the plain loop on the same images;
 - bf16 autocast (``autocast=True``), likewise; on a CPU without native bf16 it is emulated and slow, so it
   runs on ``--bf16-images`` images only;
-- defaults: what ``synthaug generate`` does unless the recipe says otherwise (``precision: auto``, the default
-  ``guidance_interval``), on ``--small-images`` images.
+- the demo recipe's settings: what ``synthaug generate`` does with ``recipes/digits-longtail.yaml`` (its
+  ``precision``, ``guidance`` and ``guidance_interval``), on ``--small-images`` images.
 
 What is timed: the whole call that turns labels into images (noise, every UNet pass, guidance, scheduler
 steps, conversion to PIL images or uint8 arrays), after one small warm-up call per path. The paths take turns
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-images", type=int, default=64, help="images for the other modes")
     parser.add_argument("--bf16-images", type=int, default=16, help="images for bf16 on a CPU without native bf16")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=1.5,
+                        help="guidance of every path but the demo recipe's settings, which use the recipe's")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (the UNet sees twice as many)")
     parser.add_argument("--repeats", type=int, default=1, help="passes over each group; each path's best counts")
     parser.add_argument("--judge-steps", type=int, default=150, help="training steps of the judge")
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from synthaug.classifiers import predict, train_judge
-    from synthaug.config import GenerateConfig, load_recipe
+    from synthaug.config import load_recipe
     from synthaug.evaluation import EvalData
-    from synthaug.sampling import Generator, bf16_supported, resolve_precision
+    from synthaug.sampling import Generator, bf16_supported, guided_steps, resolve_precision
     from synthaug.stages import real_arrays
 
     load_before = load_average()
@@ -220,15 +221,20 @@ def main(argv: list[str] | None = None) -> None:
     def bf16(lab, seed=0):
         return gen.sample(lab, seed=seed, autocast=True, **kw)
 
-    interval = tuple(GenerateConfig().guidance_interval)
+    shipped = load_recipe(RECIPE).generate  # the demo recipe's sampling settings
+    interval = tuple(shipped.guidance_interval)
 
-    def defaults(lab, seed=0):  # what `synthaug generate` does unless the recipe says otherwise
-        return gen.sample(lab, seed=seed, autocast=None, guidance_interval=interval, **kw)
+    def defaults(lab, seed=0):  # what `synthaug generate` does with the demo recipe
+        return gen.sample(lab, seed=seed, autocast=None, guidance_interval=interval,
+                          **{**kw, "guidance": shipped.guidance})
 
-    precision = resolve_precision("auto")[0]
+    precision = resolve_precision(shipped.precision)[0]
+    guided = len(guided_steps(args.steps, interval, shipped.guidance))
+    share = (2 * guided + (args.steps - guided)) / (2 * args.steps)  # of a fully guided call's UNet rows
     PLAIN, FP32, CL, BF16 = ("plain loop, fp32", "Generator.sample, fp32", "Generator.sample, fp32 channels_last",
                              "Generator.sample, bf16 autocast")
-    DEFAULTS = f"Generator.sample, defaults ({precision}, guided steps {interval[0]:g}–{interval[1]:g})"
+    DEFAULTS = (f"Generator.sample, {RECIPE.split('/')[-1]} settings ({precision}, guidance {shipped.guidance:g} "
+                f"on steps {interval[0]:g}–{interval[1]:g})")
     native = native_bf16()
     groups = [(args.images, {PLAIN: plain, FP32: fp32}), (args.small_images, {PLAIN: plain, FP32: fp32, CL: channels_last})]
     if native:
@@ -265,14 +271,15 @@ def main(argv: list[str] | None = None) -> None:
         for name, (_, out) in runs.items():
             speedup, delta = rate[name] / rate[PLAIN], 100 * (acc[name] - acc[FP32])
             pixels = "—" if name == PLAIN else f"{np.abs(out.astype(int) - runs[FP32][1].astype(int)).mean():.2f}"
-            gflops = rate[name] * args.steps * flops / 1e9
+            gflops = rate[name] * args.steps * flops * (share if name == DEFAULTS else 1.0) / 1e9
             target = ""
             if name == FP32 and n == args.images:
                 target = f"≥ {FP32_TARGET:g}×: {'yes' if speedup >= FP32_TARGET else 'no'}"
             if name == DEFAULTS:
-                target = (f"≥ {FAST_TARGET:g}× within {JUDGE_POINTS:g} point: "
-                          f"{'yes' if speedup >= FAST_TARGET and abs(delta) <= JUDGE_POINTS else 'no'}")
-            if (name in (CL, BF16, DEFAULTS) or (name == FP32 and n == args.images)) and abs(delta) <= JUDGE_POINTS:
+                target = (f"≥ {FAST_TARGET:g}×, judge ≥ fp32 − {JUDGE_POINTS:g} point: "
+                          f"{'yes' if speedup >= FAST_TARGET and delta >= -JUDGE_POINTS else 'no'}")
+            # A faster mode counts if it loses at most JUDGE_POINTS of judge accuracy (a gain is no loss).
+            if (name in (CL, BF16, DEFAULTS) or (name == FP32 and n == args.images)) and delta >= -JUDGE_POINTS:
                 kept.append((speedup, name, n))
             rows.append([name, n, f"{rate[name]:.1f}", f"{speedup:.2f}×", f"{100 * acc[name]:.1f}%", f"{delta:+.1f}",
                          pixels, f"{gflops:.1f} ({100 * gflops / matmul:.0f}% / {100 * gflops / conv_rate:.0f}%)",
@@ -299,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         table(header, rows),
         "",
-        f"- **Fastest mode within {JUDGE_POINTS:g} judge point of fp32:** {fast_line} Each group of rows (same "
+        f"- **Fastest mode at most {JUDGE_POINTS:g} judge point below fp32:** {fast_line} Each group of rows (same "
         "image count) ran on the same labels and seeds; its ratios and Δs are within the group. The plain loop draws "
         "other noise, so its Δ shows how much judge accuracy moves between seeds.",
         f"- **Timed:** the whole call from labels to images (noise, {args.steps} steps of UNet passes, guidance, "
@@ -308,9 +315,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.small_images}-image group). Not timed: loading the model, the judge.",
         "- **plain loop**: `make_scheduler('dpmpp', …)`, one `torch.Generator` for the batch noise, two UNet calls "
         "per step (class, then null class) under `torch.no_grad`. **channels_last**: the caller converts the "
-        "UNet's weights (`gen.unet.to(memory_format=torch.channels_last)`); synthaug is unchanged. **defaults**: "
-        "`Generator.sample` with `generate.precision: auto` and the default `generate.guidance_interval` (the "
-        "share of the steps that are guided; the others run the conditional prediction alone).",
+        "UNet's weights (`gen.unet.to(memory_format=torch.channels_last)`); synthaug is unchanged. "
+        f"**{RECIPE.split('/')[-1]} settings**: `Generator.sample` as `synthaug generate` runs with the demo "
+        "recipe: its `generate.precision` (auto), `guidance` and `guidance_interval` (the share of the steps that "
+        "are guided; the others run the conditional prediction alone); every other path guides every step at "
+        f"`--guidance {args.guidance:g}`.",
         f"- {bf16_note}",
         f"- **Judge**: `train_judge` on the real training split ({len(y)} images, {args.judge_steps} steps, one "
         f"thread) scores {100 * judge_real:.1f}% on the real test split. Judge accuracy is the share of sampled "
@@ -318,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- **Machine peak**: 2048×2048 fp32 matmul {matmul:.1f} GFLOP/s; the UNet's costliest conv "
         f"({conv_desc}) alone {conv_rate:.1f} GFLOP/s. The UNet costs {flops / 1e6:.1f} MFLOP per image and "
         "guided step (two forwards; matmul, conv and attention counted by `FlopCounterMode`, norms and "
-        "element-wise ops not); the GFLOP/s column is img/s × steps × that.",
+        f"element-wise ops not); the GFLOP/s column is img/s × steps × that ({share:.0%} of it for the demo "
+        "recipe's settings, whose unguided steps run one forward).",
         f"- Load average before {load_before}, after {load_after}: other processes may have been running; "
         "the paths took turns under the same load.",
     ])

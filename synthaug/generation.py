@@ -253,7 +253,7 @@ def feedback_text(g: GenerateConfig, prefix: str = "") -> str:
 def interval_text(g: GenerateConfig) -> str:
     """The guidance interval in words ("" when every step is guided), for the stage line and the dataset card."""
     start, stop = g.guidance_interval
-    return "" if (start, stop) == (0.0, 1.0) else f" on steps {start:g}–{stop:g} of the way"
+    return "" if (start, stop) == (0.0, 1.0) else f" on steps {start:.0%}–{stop:.0%} (noisiest first)"
 
 
 def filter_samples(recipe: Recipe, parts_dir: Path, quotas: dict[str, int], classes: list[str], x, y, ids, sample):
