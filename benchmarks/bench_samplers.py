@@ -1,7 +1,7 @@
 """Which sampler, steps, guidance and precision make recognisable images: judge accuracy per second.
 
-    .venv/bin/python benchmarks/bench_samplers.py [--run runs/digits-longtail] [--per-class 50] [--reference]
-        [--no-write]
+    .venv/bin/python benchmarks/bench_samplers.py [--run runs/digits-longtail] [--per-class 50] [--guidance 1.5]
+        [--reference] [--short] [--section samplers] [--no-write]
 
 A judge classifier (``train_judge``, classic augmentation) is trained on the run's real training split and
 scores the real test split; then each setting samples ``--per-class`` images per class from the same
@@ -9,8 +9,9 @@ per-image seeds, and the judge's accuracy on them (overall, worst class, rarest 
 first row (DPM-Solver++, 20 steps, fp32, ``--guidance``) paired image by image with a 95% interval, and
 the speed as a ratio to that row, measured in the same run, are recorded. Rows with a guidance interval
 (``generate.guidance_interval``) guide only that share of the steps. bf16 rows (autocast) run only where
-the CPU computes bf16 natively. ``--reference`` adds 250 DDPM steps (slow). Two threads. Writes the
-``samplers`` section of docs/BENCHMARKS.md.
+the CPU computes bf16 natively. ``--reference`` adds 250 DDPM steps (slow); ``--short`` keeps only the rows
+that decide the defaults (for slower models: the RGB development set). Two threads. Writes the ``--section``
+block (default ``samplers``) of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ SETTINGS = (
     ("euler", 20, None, False, EVERY), ("dpmpp", 20, 1.0, False, EVERY), ("dpmpp", 20, 4.0, False, EVERY),
 )
 REFERENCE = ("ddpm", 250, None, False, EVERY)
+# --short: the rows that decide the defaults, for models that sample slowly (the RGB development set).
+SHORT = (
+    ("dpmpp", 20, None, False, EVERY), ("dpmpp", 20, None, True, EVERY), ("dpmpp", 12, None, True, EVERY),
+    ("dpmpp", 10, None, True, EVERY), ("dpmpp", 20, None, True, (0.0, 0.5)), ("dpmpp", 20, "x4/3", True, (0.0, 0.5)),
+)
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -62,6 +68,8 @@ def main() -> None:
                         help="guidance of the rows that name none: the demo's full-guidance scale before the "
                              "guidance interval (bench_quality: 1.5 beat 2 downstream on the long tail)")
     parser.add_argument("--reference", action="store_true", help="add 250 DDPM steps (slow)")
+    parser.add_argument("--short", action="store_true", help="only the rows that decide the defaults")
+    parser.add_argument("--section", default="samplers", help="docs/BENCHMARKS.md block to write")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -88,11 +96,11 @@ def main() -> None:
     from synthaug.sampling import bf16_supported
 
     rows, first = [], None
-    settings = [*SETTINGS, *([REFERENCE] if args.reference else [])]
+    settings = [*(SHORT if args.short else SETTINGS), *([REFERENCE] if args.reference else [])]
     for sampler, steps, guidance, bf16, interval in settings:
         if bf16 and not bf16_supported():
             continue  # emulated bf16 is many times slower: no row
-        guidance = args.guidance if guidance is None else guidance
+        guidance = args.guidance if guidance is None else args.guidance * 4 / 3 if guidance == "x4/3" else guidance
         generator.sample_arrays(labels[:4].tolist(), seeds[:4], guidance=guidance, steps=steps, sampler=sampler,
                                 autocast=bf16, guidance_interval=interval)  # warm-up
         started = time.perf_counter()
@@ -103,14 +111,17 @@ def main() -> None:
         first = first or (hits, rate)
         mean, low, high = paired_interval(first[0], hits)
         per_class = hits.reshape(k, args.per_class).mean(1)
-        rows.append([sampler, steps, guidance, f"{interval[0]:g}–{interval[1]:g}", "bf16" if bf16 else "fp32",
+        rows.append([sampler, steps, f"{guidance:.3g}", f"{interval[0]:g}–{interval[1]:g}", "bf16" if bf16 else "fp32",
                      f"{hits.mean():.3f}",
                      f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]", f"{per_class.min():.2f}",
                      f"{per_class[rarest]:.2f}", f"{rate:.1f}", f"{rate / first[1]:.2f}×"])
         print(" | ".join(map(str, rows[-1])), flush=True)
     text = "\n".join([
-        "## Samplers: judge accuracy per sampler, steps and guidance", "",
+        "## Samplers: judge accuracy per sampler, steps and guidance"
+        + ("" if args.section == "samplers" else f" ({recipe.name}, {recipe.data.image_size} px, "
+                                                  f"{recipe.data.channels} channel(s))"), "",
         f"`benchmarks/bench_samplers.py --run {args.run} --per-class {args.per_class} --guidance {args.guidance:g}"
+        f"{' --short' if args.short else ''}{'' if args.section == 'samplers' else ' --section ' + args.section}"
         f"{' --reference' if args.reference else ''}` on {machine_line()}. "
         f"Model: `{args.run}/model` ({runs.checkpoint_step(Path(args.run) / 'checkpoints' / 'last.ckpt')} "
         f"training steps). Judge: `train_judge` ({recipe.evaluate.judge_steps} steps) on the real training "
@@ -133,7 +144,7 @@ def main() -> None:
     ])
     print(text)
     if not args.no_write:
-        update_section("samplers", text)
+        update_section(args.section, text)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -84,7 +85,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def file_digest(path: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256, read 1 MB at a time."""
+    """The first 16 hex digits of a file's SHA-256, read 1 MB at a time. Remembered for the process while the
+    file's inode, size and modification time stay the same: ``synthaug run`` names a latent-text base (gigabytes)
+    at training, generation and evaluation, and reads it once."""
+    st = os.stat(path)
+    return _digest(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     import hashlib
 
     h = hashlib.sha256()

@@ -422,3 +422,27 @@ def test_pickled_weights_load_with_the_trust_key(tiny_base: Path, tmp_path: Path
     base = _pickled(tiny_base, tmp_path / "pickled")
     module = stages.build_module(recipe(tmp_path / "run", base, "model.trust_pickles=true"), [str(i) for i in range(10)])
     assert module.trained_names
+
+
+def test_a_base_file_is_read_once_per_process_until_it_changes(tmp_path: Path, monkeypatch):
+    import builtins
+    import os
+
+    import synthaug.io
+    from synthaug.io import file_digest
+
+    opened = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(path)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(synthaug.io, "open", counting_open, raising=False)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"a" * 4096)
+    first = file_digest(weights)
+    assert file_digest(weights) == first and len(opened) == 1, "the same file is hashed once"
+    replacement = tmp_path / "new.tmp"
+    replacement.write_bytes(b"b" * 4096)  # same size, written the atomic way (a new inode)
+    os.replace(replacement, weights)
+    assert file_digest(weights) != first and len(opened) == 2, "a rewritten file is hashed again"
