@@ -192,7 +192,7 @@ def fmt_num(value, digits: int = 3) -> str:
 
 def table(setting: str, result: dict) -> str:
     recipe_file, overrides, steps = SETTINGS[setting]
-    runs_ = {k: v for k, v in result.items() if k != "ceiling" and not k.endswith("/train")}
+    runs_ = {k: v for k, v in result.items() if k not in ("ceiling", "seeds") and not k.endswith("/train")}
     if not runs_:
         return ""
     first = next(iter(runs_.values()))
@@ -202,7 +202,8 @@ def table(setting: str, result: dict) -> str:
                         for k, v in result.items() if k.endswith("/train"))
     lines = [f"### {setting}: `recipes/{recipe_file}` {' '.join(o for o in overrides if '{rgb}' not in o)}".rstrip(),
              "", f"Real training images per class: {', '.join(map(str, first['train_counts']))}. "
-             f"Diffusion models: {trained}. Every classifier: {first['classifier_steps']} steps (`auto`); "
+             f"Diffusion models: {trained}. Every classifier: {first['classifier_steps']} steps (`auto`), "
+             f"{result.get('seeds', 5)} seeds; "
              f"best baseline: **{best}**.",
              "", "| generator / variant | arm | macro-F1 | vs real [95% CI] | vs best baseline [95% CI] | "
              "many / medium / few acc. | judge acc. | memorization | CAS ratio |",
@@ -261,13 +262,19 @@ def main() -> None:
     saved.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for setting in [] if args.tables_only else args.settings:
-        results[setting] = run_setting(setting, args, results.get(setting, {}))
+        earlier = results.get(setting, {})
+        if earlier and earlier.get("seeds", 5) != args.seeds:
+            print(f"[{setting}] the saved figures used {earlier.get('seeds', 5)} seeds; starting again with "
+                  f"{args.seeds}", flush=True)
+            earlier = {}
+        results[setting] = run_setting(setting, args, {**earlier, "seeds": args.seeds})
         saved.write_text(json.dumps(results, indent=2) + "\n")
     load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
     md = [f"Machine: {machine_line()}.{load}",
-          f"Each setting's diffusion models train for its step budget (digits long tail 1,000 steps ≈ 7 CPU-minutes "
-          f"here; few-shot 400; RGB 10 minutes of wall clock); classifiers: the recipe's `evaluate` section with "
-          f"`steps: auto`, {args.seeds} seeds; test = the held-out split (25% of every class, carved before any subset).",
+          "Each setting's diffusion models train for its step budget (digits long tail 1,000 steps ≈ 7 CPU-minutes "
+          "here; few-shot 400; RGB 10 minutes of wall clock); classifiers: the recipe's `evaluate` section with "
+          "`steps: auto`, 5 seeds unless the setting says otherwise (`--seeds`); test = the held-out split (25% of "
+          "every class, carved before any subset).",
           "",
           "Reproduce: `.venv/bin/python benchmarks/bench_quality.py --settings SETTING --generators G1,G2 --variants "
           "V1,V2 [--transfer]` with the names in the first column (generator/variant).", ""]
