@@ -446,3 +446,28 @@ def test_a_base_file_is_read_once_per_process_until_it_changes(tmp_path: Path, m
     replacement.write_bytes(b"b" * 4096)  # same size, written the atomic way (a new inode)
     os.replace(replacement, weights)
     assert file_digest(weights) != first and len(opened) == 2, "a rewritten file is hashed again"
+
+
+def test_the_guidance_interval_runs_the_caption_alone_outside_it(generator):
+    """``guidance_interval`` on the latent backbone: guided steps run caption and negative prompt together (2B
+    rows), the others the caption alone (B rows); the images change, and still depend only on their seeds."""
+    rows = []
+    forward = generator.unet.forward
+
+    def counting(sample, *args, **kwargs):
+        rows.append(len(sample))
+        return forward(sample, *args, **kwargs)
+
+    generator.unet.forward = counting
+    try:
+        full = generator.sample_arrays([1, 2], [7, 8], guidance=3.0, steps=4, autocast=False)
+        assert rows == [4, 4, 4, 4]
+        rows.clear()
+        half = generator.sample_arrays([1, 2], [7, 8], guidance=3.0, steps=4, autocast=False,
+                                       guidance_interval=(0.0, 0.5))
+        assert rows == [4, 4, 2, 2]
+        one = generator.sample_arrays([1], [7], guidance=3.0, steps=4, autocast=False, guidance_interval=(0.0, 0.5))
+    finally:
+        generator.unet.forward = forward
+    assert np.abs(half.astype(int) - full.astype(int)).max() > 0
+    np.testing.assert_array_equal(one[0], half[0])
