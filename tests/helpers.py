@@ -54,3 +54,20 @@ def copy_run(run: Path, dest: Path, *ignore: str) -> Path:
     """A copy of the run directory ``run`` at ``dest``, less what matches the glob patterns ``ignore``."""
     shutil.copytree(run, dest, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
     return dest
+
+
+def generated(run: Path, *overrides: str):
+    """``synthaug generate`` on ``run`` with ``overrides`` → (images int16 NHWC, generation.json, dataset card)."""
+    import json
+
+    import datasets
+    import numpy as np
+
+    from synthaug import stages
+    from synthaug.config import load_recipe
+
+    stages.generate(load_recipe(run, overrides=list(overrides)), progress=False)
+    ds = datasets.load_from_disk(str(run / "synthetic"))
+    images = np.stack([np.asarray(im, dtype=np.int16) for im in ds["image"]])
+    info = json.loads((run / "synthetic" / "generation.json").read_text())
+    return images, info, (run / "synthetic" / "README.md").read_text()

@@ -4,17 +4,13 @@ instead of two; the images still depend only on their seeds, and the choice is r
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
-from helpers import copy_run
+from helpers import copy_run, generated
 
-from synthaug import stages
-from synthaug.config import load_recipe
 from synthaug.sampling import Generator, guided_steps
 
 
@@ -76,19 +72,12 @@ def test_a_variation_guides_the_same_noise_levels(smoke_model: Path):
     assert counter.rows == [4, 4, 2, 2, 2]  # steps 5..9 of 10: 5 and 6 lie in [0, 7), 7..9 do not
 
 
-def _generated(run: Path, *overrides: str) -> tuple[np.ndarray, dict, str]:
-    stages.generate(load_recipe(run, overrides=list(overrides)), progress=False)
-    ds = datasets.load_from_disk(str(run / "synthetic"))
-    images = np.stack([np.asarray(im, dtype=np.int16) for im in ds["image"]])
-    info = json.loads((run / "synthetic" / "generation.json").read_text())
-    return images, info, (run / "synthetic" / "README.md").read_text()
-
 
 def test_generate_records_the_interval_and_batches_do_not_change_images(smoke_model: Path, tmp_path: Path):
     interval = "generate.guidance_interval=[0, 0.6]"
-    a, info, card = _generated(copy_run(smoke_model, tmp_path / "a"), interval, "generate.batch_size=3")
-    b, _, _ = _generated(copy_run(smoke_model, tmp_path / "b"), interval, "generate.batch_size=16")
-    full, info_full, _ = _generated(copy_run(smoke_model, tmp_path / "c"))
+    a, info, card = generated(copy_run(smoke_model, tmp_path / "a"), interval, "generate.batch_size=3")
+    b, _, _ = generated(copy_run(smoke_model, tmp_path / "b"), interval, "generate.batch_size=16")
+    full, info_full, _ = generated(copy_run(smoke_model, tmp_path / "c"))
     np.testing.assert_array_equal(a, b)
     assert info["guidance_interval"] == [0.0, 0.6] and info_full["guidance_interval"] == [0.0, 1.0]
     assert "guidance_interval" in card and "0.6" in card

@@ -3,17 +3,14 @@ images are the same whatever the batch size within a precision."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import copy_run
+from helpers import copy_run, generated
 
-from synthaug import sampling, stages
-from synthaug.config import load_recipe
+from synthaug import sampling
 from synthaug.sampling import resolve_precision
 
 
@@ -40,25 +37,18 @@ def test_auto_follows_the_gpu(monkeypatch, bf16: bool, expected: str):
     assert resolve_precision("auto", "cuda")[0] == expected
 
 
-def _generated(run: Path, *overrides: str) -> tuple[np.ndarray, dict, str]:
-    stages.generate(load_recipe(run, overrides=list(overrides)), progress=False)
-    ds = datasets.load_from_disk(str(run / "synthetic"))
-    images = np.stack([np.asarray(im, dtype=np.int16) for im in ds["image"]])
-    info = json.loads((run / "synthetic" / "generation.json").read_text())
-    return images, info, (run / "synthetic" / "README.md").read_text()
-
 
 @pytest.mark.parametrize("flags", [{"avx512_bf16"}, {"avx2"}], ids=["native-bf16", "no-bf16"])
 def test_the_choice_is_recorded_and_batches_do_not_change_images(smoke_model: Path, tmp_path: Path, monkeypatch,
                                                                   flags: set[str]):
     monkeypatch.setattr(sampling, "cpu_flags", lambda: flags)
     expected = "bf16-mixed" if flags == {"avx512_bf16"} else "32-true"
-    a, info, card = _generated(copy_run(smoke_model, tmp_path / "a"), "generate.batch_size=3")
-    b, _, _ = _generated(copy_run(smoke_model, tmp_path / "b"), "generate.batch_size=16")
+    a, info, card = generated(copy_run(smoke_model, tmp_path / "a"), "generate.batch_size=3")
+    b, _, _ = generated(copy_run(smoke_model, tmp_path / "b"), "generate.batch_size=16")
     assert info["precision"] == expected and info["precision_reason"].startswith("auto: ")
     assert f"**precision**: `{expected}`" in card
     np.testing.assert_array_equal(a, b)  # within a precision, the batch size changes nothing
-    explicit, info32, _ = _generated(copy_run(smoke_model, tmp_path / "c"), "generate.precision=32-true")
+    explicit, info32, _ = generated(copy_run(smoke_model, tmp_path / "c"), "generate.precision=32-true")
     assert info32["precision"] == "32-true" and info32["precision_reason"] == "set in the recipe"
     if expected == "32-true":
         np.testing.assert_array_equal(a, explicit)  # auto without native bf16 is plain float32
