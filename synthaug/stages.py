@@ -35,10 +35,14 @@ RecipeLike = Recipe | dict | str | Path
 
 
 def _any_recipe(stage):
-    """Let ``stage`` take a ``Recipe``, a dict, a recipe file or a run directory (``config.load_recipe``)."""
+    """Let ``stage`` take a ``Recipe``, a dict, a recipe file or a run directory (``config.load_recipe``); a copy
+    launched for another device ends with its launcher (``workers.end_with_launcher``)."""
 
     @functools.wraps(stage)
     def wrapper(recipe, *args, **kwargs):
+        from synthaug.workers import end_with_launcher
+
+        end_with_launcher()
         return stage(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), *args, **kwargs)
 
     return wrapper

@@ -9,6 +9,8 @@ the parent SIGKILLed), no worker outlives it:
   (``_stop_workers``: SIGTERM, then SIGKILL after ``STOP_GRACE_SECONDS``), so no worker prints a traceback;
 - a worker that re-runs its parent's script (a script without a main guard) exits with ``REIMPORT_EXIT``,
   and the parent reports one line naming the fix (``WorkerDied``);
+- a copy of a stage that Lightning's DDP launcher started for another device (``LOCAL_RANK`` > 0, its
+  parent the rank-0 process or torchrun) ends with that parent too (``end_with_launcher``);
 - the inputs reach the workers as memory-mapped files in a temporary folder (``_spilled``), removed
   afterwards, or by the next evaluation when the one that wrote it was SIGKILLed.
 """
@@ -75,6 +77,22 @@ def _die_with_parent(parent_pid: int, *, prctl: bool = True) -> None:
         except (OSError, AttributeError):
             pass  # the watching thread still ends the worker
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="synthaug-watch-parent", daemon=True).start()
+
+
+_watching_launcher = False
+
+
+def end_with_launcher() -> None:
+    """In a process launched for another device (``LOCAL_RANK`` > 0: Lightning's DDP launcher re-runs the
+    command once per extra device, torchrun starts every rank), end when the process that launched it ends:
+    a SIGKILLed ``synthaug train`` leaves no orphan holding a GPU. Rank 0 and single-process runs are left
+    alone. Every stage calls it on entry; a second call does nothing."""
+    global _watching_launcher
+    rank = os.environ.get("LOCAL_RANK", "")
+    if _watching_launcher or not rank.isdigit() or int(rank) == 0:
+        return
+    _watching_launcher = True
+    _die_with_parent(os.getppid())
 
 
 def _end_on_sigterm(signum, frame) -> None:

@@ -344,3 +344,44 @@ def test_a_malformed_metrics_json_is_one_line_naming_the_file_and_key(key, value
     path.write_text(json.dumps(_malformed(_tricky_metrics(), key, value)))
     assert_one_line(invoke("report", run), 2, f"{path}: ", expected, "synthaug evaluate --overwrite")
     assert not (run / "report" / "index.html").exists()
+
+
+LAUNCHED_RANK = """
+import os, sys, time
+from synthaug import stages
+from synthaug.errors import SynthaugError
+try:
+    stages.report({"no such key": 1})  # any stage's entry, even one that then refuses its recipe
+except SynthaugError:
+    pass
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+LAUNCHER = """
+import os, subprocess, sys, time
+# as Lightning's DDP launcher starts the copy of the command for another device
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2]], env={**os.environ, "LOCAL_RANK": sys.argv[1]},
+                         stdout=subprocess.PIPE, text=True)
+print(child.stdout.readline().strip(), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("rank, ends", [("1", True), ("0", False)])
+def test_a_device_copy_of_a_stage_ends_with_its_launcher(rank, ends):
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, rank, LAUNCHED_RANK], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "LOCAL_RANK": ""})
+    child = None
+    try:
+        child = int(launcher.stdout.readline())  # once the stage's entry has run
+        assert child in descendants(launcher.pid)
+        launcher.kill()
+        launcher.wait(10)
+        still = wait_until_gone({child}, 5)
+        assert bool(still) != ends, f"LOCAL_RANK={rank}: the copy {'outlived' if still else 'ended with'} its launcher"
+    finally:
+        launcher.kill()
+        if child is not None:
+            for pid in wait_until_gone({child}, 0):
+                os.kill(pid, signal.SIGKILL)
