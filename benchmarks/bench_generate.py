@@ -67,6 +67,7 @@ def main() -> None:
     from synthaug.classifiers import predict, train_judge
     from synthaug.config import load_recipe
     from synthaug.evaluation import EvalData
+    from synthaug.evaluation_inputs import synthetic_arrays
     from synthaug.sampling import resolve_precision
 
     if not (Path(args.model) / "synthaug.json").exists():
@@ -95,7 +96,7 @@ def main() -> None:
     judge = train_judge(EvalData(x, y, ids), len(data.classes), recipe.evaluate, recipe.seed)
     rows, first = [], None
     for name in names:
-        sx, sy, _ = stages.synthetic_arrays(made[name] / "synthetic", recipe.data.image_size, recipe.data.channels)
+        sx, sy, _ = synthetic_arrays(made[name] / "synthetic", recipe.data.image_size, recipe.data.channels)
         info = json.loads((made[name] / "synthetic" / "generation.json").read_text())
         hits = predict(judge, sx) == sy
         rate = len(sy) / best[name]

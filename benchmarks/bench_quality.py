@@ -8,7 +8,8 @@ Three kinds of lever, crossed per setting:
   ``train.conditioned_augment``; ``cbdm…``: class-balancing diffusion, ``train.cbdm``); each is trained once
   per setting, for the setting's step budget;
 - a *variant* is how the synthetic set is drawn from a generator (the recipe's sampler settings; ``feedback-…``:
-  feedback-guided selection, ``generate.feedback``; ``novel``: near-copies dropped).
+  feedback-guided selection, ``generate.feedback``; ``novel``: near-copies dropped; ``variation…``: real
+  training images noised part-way and denoised, ``generate.mode: variation``).
 
 Each (setting, generator, variant) is a real synthaug run folder under ``runs/bench-quality/SETTING/``,
 generated and evaluated by ``synthaug.stages`` exactly as ``synthaug run`` does (the recipe's classifier, its
@@ -50,9 +51,11 @@ SETTINGS = {
     "longtail100": ("digits-longtail.yaml", ["data.subset.imbalance=100", *LONGTAIL_SAMPLING], 1000),
     "fewshot5": ("digits-fewshot.yaml", ["data.subset.per_class=5"], 400),
     "fewshot10": ("digits-fewshot.yaml", [], 400),
-    # ../shared/data/sign_language_digits (64 px photos of hand signs, 10 classes), long-tailed 20:1 at 32 px.
+    # ../shared/data/sign_language_digits (64 px photos of hand signs, 10 classes), long-tailed 20:1 at 32 px; the
+    # template's variations (`mode: variation`, strength 0.4) are variant `variation0.4`, plain samples `sample`.
     "rgb32-lt20": ("imagefolder.yaml", ["data.source=imagefolder:{rgb}", "data.image_size=32", "data.channels=3",
-                                        "data.subset.imbalance=20", "train.max_minutes=10"], 100000),
+                                        "data.subset.imbalance=20", "train.max_minutes=10",
+                                        "generate.mode=sample"], 100000),
 }
 GENERATORS = {
     "default": [],
@@ -75,6 +78,10 @@ VARIANTS = {
     "feedback-entropy-confident0.5": ["generate.feedback.criterion=entropy", "generate.filter.min_confidence=0.5"],
     "g2": ["generate.guidance=2.0"],
     "interval0.5": ["generate.guidance=2.0", "generate.guidance_interval=[0,0.5]"],
+    # variations of real training images (SDEdit, as DA-Fusion): noised to `strength` of the schedule, denoised
+    "variation0.25": ["generate.mode=variation", "generate.strength=0.25"],
+    "variation0.4": ["generate.mode=variation", "generate.strength=0.4"],
+    "variation0.6": ["generate.mode=variation", "generate.strength=0.6"],
 }
 BASELINES = ["real", "classic", "oversample", "oversample+classic", "smote"]
 MIXING = ["synthetic", "real+synthetic", "real+synthetic+classic"]
@@ -165,6 +172,8 @@ def run_setting(setting: str, args, result: dict) -> dict:
             generated = round(time.perf_counter() - t0)
             res = summary(evaluated(vrecipe))
             res["generate_seconds"] = result.get(f"{generator}/{variant}", {}).get("generate_seconds", generated)
+            res["generator_steps"] = result.get(f"{generator}/{variant}", {}).get(
+                "generator_steps", runs.checkpoint_step(gdir / "checkpoints" / "last.ckpt"))
             result[f"{generator}/{variant}"] = res
             print(f"[{setting}] {generator}/{variant}: {fmt_arms(res)}", flush=True)
     return result
@@ -200,6 +209,13 @@ def table(setting: str, result: dict) -> str:
     best = first["best_baseline"]
     trained = ", ".join(f"{k.split('/')[0]} {v['steps']} steps in {v['seconds']} s"
                         for k, v in result.items() if k.endswith("/train"))
+    # a wall-clock budget (RGB) trains a different number of steps when the model is trained again for new variants
+    retrained: dict[int, list[str]] = {}
+    for key, res in runs_.items():
+        if res.get("generator_steps") not in (None, result.get(f"{key.split('/')[0]}/train", {}).get("steps")):
+            retrained.setdefault(res["generator_steps"], []).append(key)
+    for steps_, keys in retrained.items():
+        trained += f" ({', '.join(keys)}: the same generator trained again, {steps_} steps)"
     lines = [f"### {setting}: `recipes/{recipe_file}` {' '.join(o for o in overrides if '{rgb}' not in o)}".rstrip(),
              "", f"Real training images per class: {', '.join(map(str, first['train_counts']))}. "
              f"Diffusion models: {trained}. Every classifier: {first['classifier_steps']} steps (`auto`), "
@@ -229,6 +245,10 @@ def table(setting: str, result: dict) -> str:
                          f"{fmt_groups(r)} | – | – | – |")
     lines += ["", "✓ / ✗: the 95% interval of the paired difference lies above / below zero (the verdicts "
                   "\"helps\" / \"hurts\"); otherwise \"no clear difference\"."]
+    if any(key.split("/")[1].startswith("variation") for key in runs_):
+        lines.append("Variation rows: the synthetic set is real training images noised part-way and denoised with "
+                     "their class; the synthetic-only arm (CAS) trains on the model's plain samples from noise, as "
+                     "in every other row, so it is the same for every variant of one generator.")
     if ceiling:
         lines.append(f"Ceiling: the same classifiers on every real training image before the subset "
                      f"({', '.join(map(str, ceiling['train_counts']))} per class).")

@@ -27,7 +27,7 @@ from synthaug.images import content_hashes, to_model_input
 from synthaug.seeds import step_seed
 from synthaug.sources import SourceReport, labelled_dataset, load_source
 
-# Ids of a separate data.test_source's rows (synthetic rows start at stages.SYNTHETIC_ID_OFFSET = 10**12).
+# Ids of a separate data.test_source's rows (synthetic rows start at evaluation_inputs.SYNTHETIC_ID_OFFSET = 10**12).
 TEST_SOURCE_ID_OFFSET = 10**11
 
 

@@ -265,22 +265,36 @@ def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: b
 # --------------------------------------------------------------------------------------------- grids
 
 
+def mosaic(rows: Sequence[Sequence[np.ndarray]], scale: int, pad: int = 2) -> tuple[np.ndarray, list[float]]:
+    """Rows of uint8 (H, W, C) images, all one size (rows may be ragged or empty) → one uint8 RGB (Y, X, 3)
+    canvas on white, each image upscaled ``scale``× (nearest neighbour), and the y pixel centre of each row
+    (for labels). The sample grids and the report's figures are both drawn from it."""
+    first = next(image for row in rows for image in row)
+    h, w = first.shape[:2]
+    cell_h, cell_w = h * scale + pad, w * scale + pad
+    cols = max(1, max(len(row) for row in rows))
+    canvas = np.full((len(rows) * cell_h + pad, cols * cell_w + pad, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+            y, x = pad + r * cell_h, pad + c * cell_w
+            canvas[y : y + h * scale, x : x + w * scale] = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+    return canvas, [pad + r * cell_h + h * scale / 2 for r in range(len(rows))]
+
+
 def grid_image(images: np.ndarray, row_labels: Sequence[str] | None = None, scale: int | None = None,
                pad: int = 2) -> Image.Image:
     """uint8 (R, C, H, W, ch) → one RGB image, rows labelled on the left, upscaled nearest-neighbour."""
-    rows, cols, h, w, _ = images.shape
+    rows, _, h, w, _ = images.shape
     scale = scale or max(1, 64 // max(h, w))
-    cell_h, cell_w = h * scale + pad, w * scale + pad
+    tiles, centres = mosaic([list(row) for row in images], scale, pad)
     label_w = 8 * max((len(s) for s in row_labels), default=0) + 6 if row_labels else 0
-    canvas = Image.new("RGB", (label_w + cols * cell_w + pad, rows * cell_h + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r in range(rows):
-        if row_labels:
-            draw.text((3, r * cell_h + pad + cell_h // 2 - 6), str(row_labels[r])[:24], fill="black")
-        for c in range(cols):
-            tile = to_pil(images[r, c]).convert("RGB")
-            tile = tile.resize((w * scale, h * scale), Image.Resampling.NEAREST)
-            canvas.paste(tile, (label_w + pad + c * cell_w, pad + r * cell_h))
+    canvas = Image.new("RGB", (label_w + tiles.shape[1], tiles.shape[0]), "white")
+    canvas.paste(Image.fromarray(tiles), (label_w, 0))
+    if row_labels:
+        draw = ImageDraw.Draw(canvas)
+        for r in range(rows):
+            draw.text((3, int(centres[r]) - 6), str(row_labels[r])[:24], fill="black")
     return canvas
 
 

@@ -52,26 +52,12 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _rgb_tile(image: np.ndarray, scale: int) -> np.ndarray:
-    """uint8 (H, W, C) → uint8 (H*scale, W*scale, 3), nearest-neighbour upscaled."""
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-    return rgb.repeat(scale, axis=0).repeat(scale, axis=1)
-
-
 def _mosaic(rows: list[list[np.ndarray]], pad: int = 2) -> tuple[np.ndarray, list[float]]:
-    """Rows of uint8 (H, W, C) images (rows may be ragged or empty) → one RGB image on white, and the
-    y pixel centre of each row (for labels). All images share one size."""
+    """``images.mosaic`` with small images upscaled to about ``TILE_PIXELS``."""
+    from synthaug.images import mosaic
+
     first = next(image for row in rows for image in row)
-    h, w = first.shape[:2]
-    scale = max(1, TILE_PIXELS // max(h, w))
-    cell_h, cell_w = h * scale + pad, w * scale + pad
-    cols = max(1, max(len(row) for row in rows))
-    canvas = np.full((len(rows) * cell_h + pad, cols * cell_w + pad, 3), 255, dtype=np.uint8)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            y, x = pad + r * cell_h, pad + c * cell_w
-            canvas[y : y + h * scale, x : x + w * scale] = _rgb_tile(image, scale)
-    return canvas, [pad + r * cell_h + h * scale / 2 for r in range(len(rows))]
+    return mosaic(rows, max(1, TILE_PIXELS // max(first.shape[:2])), pad)
 
 
 def _show_mosaic(ax, mosaic: np.ndarray, centres: list[float], labels: list[str], title: str) -> None:

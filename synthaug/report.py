@@ -329,6 +329,22 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """
 
 
+def write_report_inputs(report_dir: Path, recipe: dict, metrics: dict, assets: dict[str, np.ndarray],
+                        loss_csv: str) -> None:
+    """Write what ``build_report`` draws: the image assets, the loss log, the recipe, then ``metrics.json``
+    last, after the files it describes (the evaluate stage's own marker comes after the page)."""
+    import io
+
+    import yaml
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **assets)
+    atomic_write_bytes(report_dir / ASSETS, buf.getvalue())
+    atomic_write_text(report_dir / LOSS, loss_csv)
+    atomic_write_text(report_dir / RECIPE, yaml.safe_dump(recipe, sort_keys=False))
+    atomic_write_text(report_dir / METRICS, json.dumps(metrics, indent=2))
+
+
 def build_report(report_dir: Path) -> Path:
     """Render the plots and ``index.html`` from the files in ``report_dir`` (see the module docstring).
 

@@ -258,6 +258,13 @@ def bf16_supported() -> bool:
         return False
 
 
+def sampling_device(accelerator: str) -> str:
+    """Where generation and evaluation sample (``accelerator``: the recipe's, or the classifiers' for the CAS set
+    and the diffusion strips): a GPU if there is one to use; a pretrained text-to-image model takes seconds an
+    image on a CPU."""
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
 def resolve_precision(requested: str, device: str | torch.device = "cpu") -> tuple[str, str]:
     """``generate.precision`` / ``compute.precision`` → ``(precision, why)``: ``auto`` is ``bf16-mixed`` where
     the hardware runs bf16 natively (a CUDA device with bf16; a CPU with avx512_bf16 or amx_bf16) and

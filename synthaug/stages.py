@@ -50,10 +50,10 @@ def _any_recipe(stage):
 
 def trainer_kwargs(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``compute`` section as Lightning ``Trainer`` arguments (every stage uses these)."""
-    from synthaug.sampling import resolve_precision
+    from synthaug.sampling import resolve_precision, sampling_device
 
     c = recipe.compute
-    precision = resolve_precision(c.precision, _sampling_device(c.accelerator))[0]  # auto: what the hardware runs
+    precision = resolve_precision(c.precision, sampling_device(c.accelerator))[0]  # auto: what the hardware runs
     return {"accelerator": c.accelerator, "devices": c.devices, "num_nodes": c.num_nodes, "strategy": c.strategy,
             "precision": precision}
 
@@ -303,7 +303,14 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
         interval_text,
         selects,
     )
-    from synthaug.sampling import Generator, build_plan, empty_quota_note, plan_quotas, resolve_precision
+    from synthaug.sampling import (
+        Generator,
+        build_plan,
+        empty_quota_note,
+        plan_quotas,
+        resolve_precision,
+        sampling_device,
+    )
     from synthaug.workers import exit_if_reimported_in_worker
     from synthaug.writers import Parts, open_parts, synthetic_batches, synthetic_features, write_synthetic
 
@@ -332,7 +339,7 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     if overwrite and leader:
         shutil.rmtree(parts, ignore_errors=True)
     save_recipe(recipe, recipe.run_dir)
-    precision, why = resolve_precision(g.precision, _sampling_device(recipe.compute.accelerator))
+    precision, why = resolve_precision(g.precision, sampling_device(recipe.compute.accelerator))
     fingerprint = {  # the precision that ran, not "auto": parts made in bf16 and in float32 never mix
         "seed": recipe.seed, "model": model_digest(out.model), "rows": len(rows),
         "generate": {**g.model_dump(mode="json", exclude={"batch_size", "formats"}), "precision": precision},
@@ -409,27 +416,6 @@ def _synthetic_card(recipe: Recipe, classes: list[str], real_counts: dict[str, i
 
 # --------------------------------------------------------------------------------------------- evaluate
 
-SYNTHETIC_ID_OFFSET = 10**12  # synthetic rows get ids far from any real row's
-
-
-def synthetic_arrays(path: Path, image_size: int, channels: int):
-    """The synthetic dataset as (images uint8 NHWC, labels int64, ids int64)."""
-    import datasets
-
-    from synthaug.images import to_array
-
-    ds = datasets.load_from_disk(str(path)).cast_column("image", datasets.Image(decode=False))
-    x = to_array(ds, image_size, channels)
-    return x, np.asarray(ds["label"], dtype=np.int64), SYNTHETIC_ID_OFFSET + np.arange(len(ds), dtype=np.int64)
-
-
-def _examples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8):
-    """Up to ``per_class`` images of each class (the first ones), for grids."""
-    rows = [np.flatnonzero(y == c)[:per_class] for c in range(num_classes)]
-    keep = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
-    return x[keep], y[keep]
-
-
 @_any_recipe
 def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Quality of the synthetic set, then every arm × seed on the held-out test split → ``report/``."""
@@ -439,7 +425,8 @@ def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     from synthaug.budget import PLAN_FILE, describe, plan_evaluation
     from synthaug.classifiers import classifier_accelerator
     from synthaug.evaluation import EvalData, aggregate_runs, arm_runs, compute_lift
-    from synthaug.report import build_report
+    from synthaug.evaluation_inputs import cas_set, generation_info, quality_and_assets, synthetic_arrays
+    from synthaug.report import build_report, write_report_inputs
     from synthaug.statistics import cas_ratio, shot_groups
 
     out = RunDir(recipe.run_dir)
@@ -472,8 +459,8 @@ def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     if progress:
         left_out = "; the synthetic set is empty, so arms with synthetic data are left out" if arms != recipe.evaluate.arms else ""
         console.stage("evaluate", describe(plan) + left_out)
-    quality, assets = _quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
-    cas = (_cas_set(recipe, len(train), k, synthetic, progress, accelerator)
+    quality, assets = quality_and_assets(recipe, cfg, train, synthetic, k, accelerator)
+    cas = (cas_set(recipe, len(train), k, synthetic, progress, accelerator)
            if "synthetic" in cfg.arms and has_synthetic else None)
     runs = arm_runs(train, test, synthetic, k, cfg, progress=progress, cache_dir=out.arm_cache, accelerator=accelerator,
                     cas=cas)
@@ -488,7 +475,7 @@ def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
                     "test_counts": dict(zip(data.classes, data.test_counts)),
                     "duplicates_train_test": data.duplicates_train_test,
                     "shot_groups": {g: [data.classes[c] for c in cs] for g, cs in groups.items()}},
-        "generation": _generation_info(out.synthetic),
+        "generation": generation_info(out.synthetic),
         "quality": quality,
         "arms": arms,
         "lift": compute_lift(arms, runs, test.y),
@@ -496,7 +483,7 @@ def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
                        "max_minutes": cfg.max_minutes, "estimated_minutes": plan.estimated_minutes,
                        "accelerator": accelerator, "seconds": round(time.perf_counter() - started, 1)},
     }
-    _write_report_inputs(out.report, recipe, metrics, assets)
+    write_report_inputs(out.report, recipe.to_dict(), metrics, assets, loss_rows(out.logs))
     build_report(out.report)
     from synthaug.diffusion import META_FILE
 
@@ -506,108 +493,11 @@ def evaluate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
     return out.report
 
 
-def _sampling_device(accelerator: str) -> str:
-    """Where generation and evaluation sample (``accelerator``: the recipe's, or the classifiers' for the CAS set
-    and the diffusion strips): a GPU if there is one to use; a pretrained text-to-image model takes seconds an
-    image on a CPU."""
-    import torch
-
-    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
-
-
-def _cas_set(recipe: Recipe, n_train: int, k: int, synthetic, progress: bool, accelerator: str):
-    """The class-balanced synthetic set the synthetic-only arm trains on (CAS): the synthetic set's own images
-    where its quota reached, the rest sampled from the run's model with the recipe's sampler settings, cached
-    beside the arm runs; None without a model."""
-    import hashlib
-
-    import datasets
-
-    from synthaug.evaluation import EvalData
-    from synthaug.generation import cas_per_class, sample_cas_set
-    from synthaug.sampling import Generator, resolve_precision
-
-    out, g = RunDir(recipe.run_dir), recipe.generate
-    if not out.model.exists():
-        return None
-    per_class = cas_per_class(n_train, k)
-    device = _sampling_device(accelerator)
-    made_in = (_generation_info(out.synthetic) or {}).get("precision")  # the precision the set's images had
-    precision = made_in or resolve_precision(g.precision, device)[0]
-    key = json.dumps([model_digest(out.model), recipe.seed, per_class, recipe.data.image_size, recipe.data.channels,
-                      {**g.model_dump(mode="json", exclude={"batch_size", "formats"}), "precision": precision}])
-    cache = out.arm_cache / f"cas-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    known = {}
-    if g.mode == "sample":  # variations are not the plain samples the CAS set is made of
-        columns = datasets.load_from_disk(str(out.synthetic)).select_columns(["label", "index"])
-        known = {(int(label), int(index)): synthetic.x[row]
-                 for row, (label, index) in enumerate(zip(columns["label"], columns["index"])) if index < per_class}
-    generator = Generator.from_pretrained(out.model, device=device)
-    x, y = sample_cas_set(generator, per_class, recipe.seed, g, cache, progress, known,
-                          autocast=precision == "bf16-mixed")
-    return EvalData(x, y, 2 * SYNTHETIC_ID_OFFSET + np.arange(len(y), dtype=np.int64))
-
-
-def _quality_and_assets(recipe: Recipe, cfg, train, synthetic, k: int, accelerator: str):
-    """The judge's quality metrics of the synthetic set (None without one) and the report's image assets:
-    example grids, memorization pairs, the forward/reverse diffusion strips."""
-    from synthaug.classifiers import train_judge
-    from synthaug.quality import quality_metrics
-    from synthaug.sampling import Generator, diffusion_strips
-
-    quality = None
-    assets: dict[str, np.ndarray] = {}
-    assets["real_x"], assets["real_y"] = _examples(train.x, train.y, k)
-    if synthetic is not None and len(synthetic):
-        judge = train_judge(train, k, cfg, recipe.seed, accelerator)
-        quality, pairs = quality_metrics(judge, train, synthetic, cfg.memorization_threshold)
-        assets["synth_x"], assets["synth_y"] = _examples(synthetic.x, synthetic.y, k)
-        assets["mem_synthetic"], assets["mem_train"], assets["mem_ratio"] = (
-            pairs["synthetic"], pairs["train"], np.asarray(pairs["ratio"]))
-    model = RunDir(recipe.run_dir).model
-    if model.exists():
-        generator = Generator.from_pretrained(model, device=_sampling_device(accelerator))
-        first = [int(np.flatnonzero(train.y == c)[0]) for c in range(k)]
-        g = recipe.generate
-        assets["forward"], assets["reverse"] = diffusion_strips(
-            generator, train.x[first], list(range(k)), steps=g.steps, guidance=g.guidance, sampler=g.sampler,
-            seed=recipe.seed, guidance_interval=g.guidance_interval)
-    return quality, assets
-
-
 def held_out_images(recipe: Recipe, data) -> np.ndarray:
     """The test split as uint8 NHWC at data.image_size (memory-mapped from the decode cache)."""
     from synthaug.images import to_array
 
     return to_array(data.test, recipe.data.image_size, recipe.data.channels, cache_dir=_decode_cache(recipe))
-
-
-def _generation_info(synthetic: Path) -> dict[str, Any] | None:
-    path = RunDir(synthetic.parent).generation
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text())
-    return {"counts": info["counts"], "sampler": info["sampler"], "steps": info["steps"],
-            "guidance": info["guidance"], "guidance_interval": info.get("guidance_interval", [0.0, 1.0]),
-            "mode": info.get("mode"), "precision": info.get("precision"),
-            "images_per_second": info["images_per_second"]}
-
-
-def _write_report_inputs(report_dir: Path, recipe: Recipe, metrics: dict, assets: dict[str, np.ndarray]) -> None:
-    import io
-
-    import yaml
-
-    from synthaug.io import atomic_write_bytes
-    from synthaug.report import ASSETS, LOSS, RECIPE
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **assets)
-    atomic_write_bytes(report_dir / ASSETS, buf.getvalue())
-    atomic_write_text(report_dir / LOSS, loss_rows(RunDir(recipe.run_dir).logs))
-    atomic_write_text(report_dir / RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    # metrics.json after the files it describes; the stage's own marker (RunDir.evaluated) comes after the page.
-    atomic_write_text(RunDir(recipe.run_dir).metrics, json.dumps(metrics, indent=2))
 
 
 @_any_recipe
