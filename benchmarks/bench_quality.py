@@ -291,8 +291,10 @@ def main() -> None:
         saved.write_text(json.dumps(results, indent=2) + "\n")
     load = "" if args.tables_only else f" Load average before: {load_before}; after: {load_average()}."
     md = [f"Machine: {machine_line()}.{load}",
-          "Each setting's diffusion models train for its step budget (digits long tail 1,000 steps ≈ 7 CPU-minutes "
-          "here; few-shot 400; RGB 10 minutes of wall clock); classifiers: the recipe's `evaluate` section with "
+          "Each setting's diffusion models train for its step budget (digits long tail 1,000 steps; few-shot 400; RGB "
+          "10 minutes of wall clock); the seconds in each table are wall clock and include whatever else ran on "
+          "the 2 cores (alone, 1,000 digit steps take ≈ 3 minutes on an Intel Xeon with AMX, ≈ 7 on an AMD EPYC "
+          "without native bf16), so the step-budgeted results do not depend on them; classifiers: the recipe's `evaluate` section with "
           "`steps: auto`, 5 seeds unless the setting says otherwise (`--seeds`); test = the held-out split (25% of "
           "every class, carved before any subset).",
           "",
