@@ -12,7 +12,7 @@ files) are found by content (``images.content_hashes``) and, by default, dropped
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from synthaug.config import DataConfig
 from synthaug.errors import SynthaugError, did_you_mean
@@ -136,12 +137,13 @@ def _duplicates_note(n: int, policy: str) -> str:
 
 
 def load_real_data(cfg: DataConfig, seed: int, *, cache_dir: Path | None = None, check_duplicates: bool = True,
-                   progress: bool = False) -> RealData:
+                   progress: bool = False, inspect: Callable[[Image.Image], None] | None = None) -> RealData:
     """Load the source, hold out the test split, find images in both splits, then apply ``subset`` to the
     training split only.
 
     The duplicate check decodes every image (``content_hashes``; with ``cache_dir`` only the first call
-    does); ``check_duplicates=False`` skips it, reading no image at all.
+    does), and calls ``inspect`` with each as it does; ``check_duplicates=False`` skips it, reading no image
+    at all.
     """
     source, found = load_source(cfg.source, cfg.image_column, cfg.label_column)
     report = SourceReport(found.ignored_files, list(found.notes))
@@ -163,7 +165,7 @@ def load_real_data(cfg: DataConfig, seed: int, *, cache_dir: Path | None = None,
         test = source.select(test_rows)
     data = RealData(classes=classes, train=source.select(train_rows), test=test, report=report)
     if check_duplicates:
-        _check_duplicates(data, source, test_rows, cfg, cache_dir, progress)
+        _check_duplicates(data, source, test_rows, cfg, cache_dir, progress, inspect)
     keep = subset_rows(data.train["label"], len(classes), cfg.subset.per_class, cfg.subset.imbalance, seed)
     if len(keep) != len(data.train):
         data.train = data.train.select(keep)
@@ -175,11 +177,11 @@ def load_real_data(cfg: DataConfig, seed: int, *, cache_dir: Path | None = None,
 
 
 def _check_duplicates(data: RealData, source, test_rows: list[int] | None, cfg: DataConfig,
-                      cache_dir: Path | None, progress: bool) -> None:
+                      cache_dir: Path | None, progress: bool, inspect) -> None:
     """Count (and under ``drop``, remove) test images whose pixels are in the training split."""
-    digests = content_hashes(source, cfg.channels, cache_dir, progress)
+    digests = content_hashes(source, cfg.channels, cache_dir, progress, inspect)
     if test_rows is None:  # a separate test source
-        train_digests, test_digests = digests, content_hashes(data.test, cfg.channels, cache_dir, progress)
+        train_digests, test_digests = digests, content_hashes(data.test, cfg.channels, cache_dir, progress, inspect)
     else:
         train_digests = np.delete(digests, test_rows, axis=0)
         test_digests = digests[test_rows]

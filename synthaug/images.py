@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -180,16 +180,36 @@ def content_key(ds, *params) -> str:
     return h.hexdigest()[:24]
 
 
+# The decode cache keeps this many arrays, the most recently used. One run reads a handful (each split at each
+# size a stage asks for, and the pixel digests); older ones are what an edited dataset or recipe left behind.
+CACHE_KEEP = 12
+
+
 def _cached_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """The cache file memory-mapped copy-on-write (callers may write to the array; the file never
-    changes), or None when it is absent or not what ``shape`` needs."""
+    changes), or None when it is absent or not what ``shape`` needs. A hit marks the file as used."""
     if not path.exists():
         return None
     try:
         arr = np.load(path, mmap_mode="c")
+        os.utime(path)  # least recently used is what _prune_cache removes
     except (OSError, ValueError):
         return None
     return arr if arr.shape == shape and arr.dtype == np.uint8 else None
+
+
+def _prune_cache(cache_dir: Path) -> None:
+    """Remove all but the ``CACHE_KEEP`` most recently used cache arrays. An array another process has mapped
+    stays readable there (the file is unlinked, not overwritten); one it has not opened yet is decoded again."""
+    used = []
+    for path in Path(cache_dir).glob("*.npy"):
+        if path.name.startswith(("images-", "pixels-")):
+            try:
+                used.append((path.stat().st_mtime_ns, path))
+            except OSError:  # removed meanwhile
+                continue
+    for _, stale in sorted(used, reverse=True)[CACHE_KEEP:]:
+        stale.unlink(missing_ok=True)
 
 
 def _write_npy(path: Path, shape: tuple[int, ...], rows: Iterator[np.ndarray]) -> None:
@@ -233,7 +253,9 @@ def to_array(ds, image_size: int, channels: int, progress: bool = False, cache_d
     if cached is not None:
         return cached
     _write_npy(path, shape, _decoded(ds, image_size, channels, progress))
-    return np.load(path, mmap_mode="c")
+    arr = np.load(path, mmap_mode="c")
+    _prune_cache(path.parent)
+    return arr
 
 
 def pixel_digest(img: Image.Image, channels: int) -> bytes:
@@ -245,9 +267,11 @@ def pixel_digest(img: Image.Image, channels: int) -> bytes:
     return h.digest()
 
 
-def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: bool = False) -> np.ndarray:
+def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: bool = False,
+                   inspect: Callable[[Image.Image], None] | None = None) -> np.ndarray:
     """``pixel_digest`` of every image → uint8 (N, DIGEST_BYTES). Decodes every image; with ``cache_dir``
-    the digests are kept there (keyed like ``to_array``'s arrays), so a later call decodes nothing."""
+    the digests are kept there (keyed like ``to_array``'s arrays), so a later call decodes nothing.
+    ``inspect`` is called with every image decoded (none on a cache hit), so one pass can also look at them."""
     shape = (len(ds), DIGEST_BYTES)
     path = Path(cache_dir) / f"pixels-{content_key(ds, 'pixels', channels)}.npy" if cache_dir and len(ds) else None
     cached = _cached_npy(path, shape) if path is not None else None
@@ -257,8 +281,11 @@ def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: b
     for i, cell in enumerate(_progress(_cells(ds), len(ds), "check duplicates", progress)):
         with open_image(cell, i) as img:
             digests[i] = np.frombuffer(pixel_digest(img, channels), dtype=np.uint8)
+            if inspect is not None:
+                inspect(img)
     if path is not None:
         _write_npy(path, shape, iter(digests))
+        _prune_cache(path.parent)
     return digests
 
 

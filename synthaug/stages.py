@@ -87,21 +87,23 @@ def _seed_everything(seed: int) -> None:
 
 
 def describe_data(recipe: Recipe) -> dict[str, Any]:
-    """What ``synthaug data`` shows: classes with train/test counts, image modes and sizes, problems."""
+    """What ``synthaug data`` shows: classes with train/test counts, the modes and sizes of every image the
+    source holds (one pass: the duplicate check's), problems."""
     from collections import Counter
 
     from synthaug.data import load_real_data
-    from synthaug.images import convert_mode, open_image, resize_crop
+    from synthaug.images import convert_mode, resize_crop
 
-    data = load_real_data(recipe.data, recipe.seed)
     modes: Counter = Counter()
     sizes: Counter = Counter()
-    for split in (data.train, data.test):
-        for i, cell in enumerate(split.with_format(None)["image"]):
-            with open_image(cell, i) as img:  # the whole road training takes, so every problem shows now
-                modes[img.mode] += 1
-                sizes[f"{img.width}x{img.height}"] += 1
-                resize_crop(convert_mode(img, recipe.data.channels), recipe.data.image_size)
+
+    def look(img) -> None:  # every image the source holds, in the duplicate check's one pass over them
+        modes[img.mode] += 1
+        sizes[f"{img.width}x{img.height}"] += 1
+        # the road training takes, so a problem shows now
+        resize_crop(convert_mode(img, recipe.data.channels), recipe.data.image_size)
+
+    data = load_real_data(recipe.data, recipe.seed, inspect=look)
     problems = []
     for name, n in zip(data.classes, data.train_counts):
         if n < 5:

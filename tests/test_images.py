@@ -220,6 +220,27 @@ def test_duplicate_digests_are_cached_with_the_arrays(tmp_path: Path, monkeypatc
     assert np.array_equal(content_hashes(ds, 1), content_hashes(ds, 1, tmp_path / "cache"))
 
 
+def test_the_decode_cache_keeps_the_most_recently_used_arrays(tmp_path: Path, monkeypatch):
+    ds, _ = load_source(f"imagefolder:{folder(tmp_path / 'imgs', 2, 0)}")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(images_module, "CACHE_KEEP", 3)
+    arrays = {size: to_array(ds, size, 1, cache_dir=cache) for size in (4, 5, 6)}
+    files = {size: next(cache.glob(f"images-{images_module.content_key(ds, 'images', size, 1)}.npy"))
+             for size in arrays}
+    now = files[6].stat().st_mtime_ns
+    for age, size in ((30, 4), (20, 5), (10, 6)):  # written in this order, seconds apart
+        os.utime(files[size], ns=(now - age * 10**9, now - age * 10**9))
+    opened = count_open_image(monkeypatch)
+    to_array(ds, 4, 1, cache_dir=cache)  # a hit: 4 is now the most recently used
+    assert not opened
+    to_array(ds, 7, 1, cache_dir=cache)  # a fourth array: the least recently used one (5) goes
+    assert sorted(p.name for p in cache.glob("*.npy")) == sorted(
+        f"images-{images_module.content_key(ds, 'images', size, 1)}.npy" for size in (4, 6, 7))
+    assert np.array_equal(arrays[5], to_array(ds, 5, 1)), "an array mapped before the prune stays readable"
+    content_hashes(ds, 1, cache)  # digests share the cache and its limit
+    assert len(list(cache.glob("*.npy"))) == 3 and any(cache.glob("pixels-*.npy"))
+
+
 def test_decode_image_keeps_the_mode_and_size_unless_told():
     cells = [{"bytes": encoded(grey(40, size=(6, 4))), "path": None},
              {"bytes": encoded(Image.new("RGB", (5, 5), (10, 20, 30))), "path": None}]

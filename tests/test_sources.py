@@ -612,6 +612,15 @@ def test_a_test_source_without_a_training_class_is_noted(tmp_path: Path):
     assert "class 'dog' has no test images, so the test split cannot measure it; add test images of it" in data.report.notes
 
 
+def test_synthaug_data_decodes_every_image_once(tmp_path: Path, monkeypatch):
+    root = folder(tmp_path / "imgs", 4, 0)
+    opened = count_open_image(monkeypatch)
+    result = invoke("data", SMOKE, "--set", f"data.source=imagefolder:{root}")
+    assert result.exit_code == 0, result.output
+    assert sorted(opened) == sorted(range(12)), "the duplicate check and the modes/sizes pass are one pass"
+    assert "modes: {'L': 12}   sizes: {'8x8': 12}" in result.output
+
+
 def test_synthaug_data_prints_the_notes(shared_test_folder):
     """Needs stages.describe_data to print data.report.notes (the lead's change)."""
     train, test = shared_test_folder
