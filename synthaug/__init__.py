@@ -9,10 +9,15 @@
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
+
+# (this process, the process that started it), noted before the heavy imports: a copy launched for another
+# device (``workers.end_with_launcher``) ends if its launcher is gone, even if it died during the imports.
+_PARENT_AT_IMPORT = (os.getpid(), os.getppid())
 
 # Public names → the module that defines them; imported on first use so `import synthaug` stays fast.
 _EXPORTS = {

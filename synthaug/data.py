@@ -137,14 +137,17 @@ def _duplicates_note(n: int, policy: str) -> str:
 
 
 def load_real_data(cfg: DataConfig, seed: int, *, cache_dir: Path | None = None, check_duplicates: bool = True,
-                   progress: bool = False, inspect: Callable[[Image.Image], None] | None = None) -> RealData:
+                   progress: bool = False, inspect: Callable[[int, Image.Image], None] | None = None) -> RealData:
     """Load the source, hold out the test split, find images in both splits, then apply ``subset`` to the
     training split only.
 
     The duplicate check decodes every image (``content_hashes``; with ``cache_dir`` only the first call
-    does), and calls ``inspect`` with each as it does; ``check_duplicates=False`` skips it, reading no image
-    at all.
+    does), and calls ``inspect(id, image)`` with each it decodes (every image of the source and test source,
+    before ``subset``; so none with a ``cache_dir`` that already has the digests); ``check_duplicates=False``
+    skips it, reading no image at all.
     """
+    if inspect is not None and (cache_dir is not None or not check_duplicates):
+        raise ValueError("inspect needs the duplicate check's pass over every image: no cache_dir, check_duplicates")
     source, found = load_source(cfg.source, cfg.image_column, cfg.label_column)
     report = SourceReport(found.ignored_files, list(found.notes))
     classes = list(source.features["label"].names)
@@ -176,12 +179,21 @@ def load_real_data(cfg: DataConfig, seed: int, *, cache_dir: Path | None = None,
     return data
 
 
+def _by_id(ds, inspect):
+    """``inspect(id, image)`` called as ``content_hashes`` calls it, with a row number of ``ds``."""
+    if inspect is None:
+        return None
+    ids = np.asarray(ds["id"], dtype=np.int64)
+    return lambda row, image: inspect(int(ids[row]), image)
+
+
 def _check_duplicates(data: RealData, source, test_rows: list[int] | None, cfg: DataConfig,
                       cache_dir: Path | None, progress: bool, inspect) -> None:
     """Count (and under ``drop``, remove) test images whose pixels are in the training split."""
-    digests = content_hashes(source, cfg.channels, cache_dir, progress, inspect)
+    digests = content_hashes(source, cfg.channels, cache_dir, progress, _by_id(source, inspect))
     if test_rows is None:  # a separate test source
-        train_digests, test_digests = digests, content_hashes(data.test, cfg.channels, cache_dir, progress, inspect)
+        train_digests = digests
+        test_digests = content_hashes(data.test, cfg.channels, cache_dir, progress, _by_id(data.test, inspect))
     else:
         train_digests = np.delete(digests, test_rows, axis=0)
         test_digests = digests[test_rows]

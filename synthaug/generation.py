@@ -9,6 +9,7 @@ per wanted image and ``filter_samples`` keeps one of them (its docstring has the
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,13 @@ from synthaug.writers import write_shard
 
 
 class PlanRows(torch.utils.data.Dataset):
-    """Plan rows as tensors; ``sources`` (uint8 NHWC, one per row) for variation mode."""
+    """Plan rows as tensors. For variation mode, ``train`` = (images uint8 NHWC, ids) of the real training
+    split and ``source_rows`` the training row each plan row starts from: an image is read when its row
+    is, so memory holds a batch of sources, not one per plan row."""
 
-    def __init__(self, rows: list[PlanRow], sources: np.ndarray | None = None,
-                 source_index: list[int] | None = None):
-        self.rows, self.sources, self.source_index = rows, sources, source_index
+    def __init__(self, rows: Sequence[PlanRow], train: tuple[np.ndarray, np.ndarray] | None = None,
+                 source_rows: np.ndarray | None = None):
+        self.rows, self.train, self.source_rows = rows, train, source_rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -35,9 +38,11 @@ class PlanRows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         item = {"position": row.position, "label": row.label, "index": row.index, "seed": row.seed}
-        if self.sources is not None:
-            item["source"] = torch.from_numpy(self.sources[i])
-            item["source_index"] = self.source_index[i]
+        if self.train is not None:
+            images, ids = self.train
+            k = int(self.source_rows[i])
+            item["source"] = torch.from_numpy(np.array(images[k]))  # a copy: the training images may be a memmap
+            item["source_index"] = int(ids[k])
         return item
 
 
@@ -115,7 +120,7 @@ class RankSlice(torch.utils.data.Sampler):
     """Every ``world``-th index starting at ``rank``: a split of the plan with no padding."""
 
     def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
+        self.indices = range(rank, n, world)
 
     def __iter__(self):
         return iter(self.indices)
@@ -136,12 +141,13 @@ class PlanDataModule(pl.LightningDataModule):
         )
 
 
-def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer_kwargs: dict, *, sampler: str,
+def run_plan(generator: Generator, rows: Sequence[PlanRow], parts_dir: Path, trainer_kwargs: dict, *, sampler: str,
              steps: int, guidance: float, batch_size: int, strength: float = 1.0, autocast: bool = False,
              guidance_interval: tuple[float, float] = (0.0, 1.0),
-             sources: np.ndarray | None = None, source_index: list[int] | None = None, total: int | None = None,
-             progress: bool = True) -> float:
-    """Sample ``rows`` into shards in ``parts_dir`` on a Lightning predict loop → images per second (this rank)."""
+             train: tuple[np.ndarray, np.ndarray] | None = None, source_rows: np.ndarray | None = None,
+             total: int | None = None, progress: bool = True) -> float:
+    """Sample ``rows`` into shards in ``parts_dir`` on a Lightning predict loop → images per second (this rank).
+    Variations: ``train`` = (training images, ids) and ``source_rows`` (``PlanRows``)."""
     module = SamplingModule(generator, sampler=sampler, steps=steps, guidance=guidance, strength=strength,
                             autocast=autocast, guidance_interval=guidance_interval)
     total = total if total is not None else len(rows)
@@ -154,7 +160,7 @@ def run_plan(generator: Generator, rows: list[PlanRow], parts_dir: Path, trainer
         **trainer_kwargs, logger=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, callbacks=callbacks, inference_mode=True,
     )
-    trainer.predict(module, datamodule=PlanDataModule(PlanRows(rows, sources, source_index), batch_size),
+    trainer.predict(module, datamodule=PlanDataModule(PlanRows(rows, train, source_rows), batch_size),
                     return_predictions=False)
     trainer.strategy.barrier("shards written")  # rank 0 assembles only after every rank's last shard
     return meter.images_per_second
@@ -172,17 +178,16 @@ class PlanSampler:
         self.train_x, self.train_y, self.train_ids = train
         self.rates: list[float] = []
 
-    def __call__(self, rows: list[PlanRow], total: int) -> None:
+    def __call__(self, rows: Sequence[PlanRow], total: int) -> None:
         g = self.cfg
-        sources = source_index = None
+        train = source_rows = None
         if g.mode == "variation":
-            source_rows = variation_sources(self.train_y, rows, self.seed)
-            sources, source_index = self.train_x[source_rows], [int(self.train_ids[i]) for i in source_rows]
+            train, source_rows = (self.train_x, self.train_ids), variation_sources(self.train_y, rows, self.seed)
         self.rates.append(run_plan(
             self.generator, rows, self.parts_dir, self.trainer_kwargs, sampler=g.sampler, steps=g.steps,
             guidance=g.guidance, batch_size=g.batch_size, strength=g.strength, autocast=self.autocast,
             guidance_interval=g.guidance_interval,
-            sources=sources, source_index=source_index, total=total, progress=self.progress))
+            train=train, source_rows=source_rows, total=total, progress=self.progress))
 
     @property
     def images_per_second(self) -> float:
@@ -192,20 +197,20 @@ class PlanSampler:
 # --------------------------------------------------------------------------------------------- filters
 
 
-def variation_sources(train_labels: np.ndarray, rows, seed: int) -> list[int]:
-    """For variation mode: the training row each plan row starts from.
+def variation_sources(train_labels: np.ndarray, rows, seed: int) -> np.ndarray:
+    """For variation mode: the training row each plan row starts from (int64, one per row).
 
     Class c's images cycle through a seeded permutation of its training rows, so the sources spread
     evenly (image i of class c starts from source i mod n_c).
     """
     by_class: dict[int, np.ndarray] = {}
-    out = []
-    for row in rows:
+    out = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
         if row.label not in by_class:
             members = np.flatnonzero(train_labels == row.label)
             by_class[row.label] = np.random.default_rng([seed, row.label, 0xA11]).permutation(members)
         members = by_class[row.label]
-        out.append(int(members[row.index % len(members)]))
+        out[i] = members[row.index % len(members)]
     return out
 
 

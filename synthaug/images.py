@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -182,7 +183,10 @@ def content_key(ds, *params) -> str:
 
 # The decode cache keeps this many arrays, the most recently used. One run reads a handful (each split at each
 # size a stage asks for, and the pixel digests); older ones are what an edited dataset or recipe left behind.
+# An array used in the last CACHE_GRACE_S seconds is kept whatever the count (another process may be about to
+# open it), as is a partial write as young (a decode in progress).
 CACHE_KEEP = 12
+CACHE_GRACE_S = 3600
 
 
 def _cached_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -192,24 +196,39 @@ def _cached_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     try:
         arr = np.load(path, mmap_mode="c")
-        os.utime(path)  # least recently used is what _prune_cache removes
     except (OSError, ValueError):
         return None
-    return arr if arr.shape == shape and arr.dtype == np.uint8 else None
+    if arr.shape != shape or arr.dtype != np.uint8:
+        return None
+    try:
+        os.utime(path)  # least recently used is what _prune_cache removes
+    except OSError:  # another user's file, a read-only disk: the hit stands
+        pass
+    return arr
 
 
 def _prune_cache(cache_dir: Path) -> None:
-    """Remove all but the ``CACHE_KEEP`` most recently used cache arrays. An array another process has mapped
-    stays readable there (the file is unlinked, not overwritten); one it has not opened yet is decoded again."""
-    used = []
-    for path in Path(cache_dir).glob("*.npy"):
-        if path.name.startswith(("images-", "pixels-")):
+    """Remove all but the ``CACHE_KEEP`` most recently used cache arrays, and partial writes an interrupted
+    decode left, none used in the last ``CACHE_GRACE_S`` seconds. Housekeeping: a file that cannot be
+    removed stays. An array another process has mapped stays readable there on a local disk (the file is
+    unlinked, not overwritten)."""
+    stale_before = time.time_ns() - CACHE_GRACE_S * 10**9
+    arrays, partial = [], []
+    for path in Path(cache_dir).iterdir():
+        try:
+            used = path.stat().st_mtime_ns
+        except OSError:  # removed meanwhile
+            continue
+        if path.name.startswith(("images-", "pixels-")) and path.suffix == ".npy":
+            arrays.append((used, path))
+        elif path.name.startswith((".images-", ".pixels-")) and path.name.endswith(".tmp"):
+            partial.append((used, path))
+    for used, path in sorted(arrays, reverse=True)[CACHE_KEEP:] + partial:
+        if used < stale_before:
             try:
-                used.append((path.stat().st_mtime_ns, path))
-            except OSError:  # removed meanwhile
-                continue
-    for _, stale in sorted(used, reverse=True)[CACHE_KEEP:]:
-        stale.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _write_npy(path: Path, shape: tuple[int, ...], rows: Iterator[np.ndarray]) -> None:
@@ -268,10 +287,11 @@ def pixel_digest(img: Image.Image, channels: int) -> bytes:
 
 
 def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: bool = False,
-                   inspect: Callable[[Image.Image], None] | None = None) -> np.ndarray:
+                   inspect: Callable[[int, Image.Image], None] | None = None) -> np.ndarray:
     """``pixel_digest`` of every image → uint8 (N, DIGEST_BYTES). Decodes every image; with ``cache_dir``
     the digests are kept there (keyed like ``to_array``'s arrays), so a later call decodes nothing.
-    ``inspect`` is called with every image decoded (none on a cache hit), so one pass can also look at them."""
+    ``inspect(row, image)`` is called with every image decoded (none on a cache hit), so one pass can also
+    look at them."""
     shape = (len(ds), DIGEST_BYTES)
     path = Path(cache_dir) / f"pixels-{content_key(ds, 'pixels', channels)}.npy" if cache_dir and len(ds) else None
     cached = _cached_npy(path, shape) if path is not None else None
@@ -282,7 +302,7 @@ def content_hashes(ds, channels: int, cache_dir: Path | None = None, progress: b
         with open_image(cell, i) as img:
             digests[i] = np.frombuffer(pixel_digest(img, channels), dtype=np.uint8)
             if inspect is not None:
-                inspect(img)
+                inspect(i, img)
     if path is not None:
         _write_npy(path, shape, iter(digests))
         _prune_cache(path.parent)

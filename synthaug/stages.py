@@ -87,23 +87,24 @@ def _seed_everything(seed: int) -> None:
 
 
 def describe_data(recipe: Recipe) -> dict[str, Any]:
-    """What ``synthaug data`` shows: classes with train/test counts, the modes and sizes of every image the
-    source holds (one pass: the duplicate check's), problems."""
+    """What ``synthaug data`` shows: classes with train/test counts, the modes and sizes of the images the
+    run uses (after ``subset``), problems. Every image is decoded once: the duplicate check's pass."""
     from collections import Counter
 
     from synthaug.data import load_real_data
     from synthaug.images import convert_mode, resize_crop
 
-    modes: Counter = Counter()
-    sizes: Counter = Counter()
+    seen: dict[int, tuple[str, str]] = {}
 
-    def look(img) -> None:  # every image the source holds, in the duplicate check's one pass over them
-        modes[img.mode] += 1
-        sizes[f"{img.width}x{img.height}"] += 1
+    def look(row_id: int, img) -> None:
+        seen[row_id] = (img.mode, f"{img.width}x{img.height}")
         # the road training takes, so a problem shows now
         resize_crop(convert_mode(img, recipe.data.channels), recipe.data.image_size)
 
     data = load_real_data(recipe.data, recipe.seed, inspect=look)
+    used = [seen[int(i)] for split in (data.train, data.test) for i in split["id"]]
+    modes = Counter(mode for mode, _ in used)
+    sizes = Counter(size for _, size in used)
     problems = []
     for name, n in zip(data.classes, data.train_counts):
         if n < 5:
@@ -347,7 +348,10 @@ def generate(recipe: RecipeLike, *, resume: bool = False, overwrite: bool = Fals
         "generate": {**g.model_dump(mode="json", exclude={"batch_size", "formats"}), "precision": precision},
     }
     done = open_parts(parts, fingerprint, resume=resume or not leader)
-    todo = [r for r in rows if r.position not in done and (shard is None or r.position % shard[1] == shard[0])]
+    keep = ~np.isin(rows.position, np.fromiter(done, dtype=np.int64, count=len(done)))
+    if shard is not None:
+        keep &= rows.position % shard[1] == shard[0]
+    todo = rows[keep]
     started = time.perf_counter()
     if progress and leader:
         console.stage("generate", f"{len(todo)} of {len(rows)} images to sample ({g.sampler}, {g.steps} steps, "

@@ -85,14 +85,18 @@ _watching_launcher = False
 def end_with_launcher() -> None:
     """In a process launched for another device (``LOCAL_RANK`` > 0: Lightning's DDP launcher re-runs the
     command once per extra device, torchrun starts every rank), end when the process that launched it ends:
-    a SIGKILLed ``synthaug train`` leaves no orphan holding a GPU. Rank 0 and single-process runs are left
-    alone. Every stage calls it on entry; a second call does nothing."""
+    a SIGKILLed ``synthaug train`` leaves no orphan holding a GPU. The launcher is the parent noted when
+    ``synthaug`` was first imported, so a copy whose launcher died while it was still importing ends too.
+    Rank 0 and single-process runs are left alone. Every stage calls it on entry; a second call does nothing."""
+    import synthaug
+
     global _watching_launcher
     rank = os.environ.get("LOCAL_RANK", "")
     if _watching_launcher or not rank.isdigit() or int(rank) == 0:
         return
     _watching_launcher = True
-    _die_with_parent(os.getppid())
+    importer, parent = synthaug._PARENT_AT_IMPORT
+    _die_with_parent(parent if importer == os.getpid() else os.getppid())  # else forked after the import
 
 
 def _end_on_sigterm(signum, frame) -> None:

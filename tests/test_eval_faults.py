@@ -358,6 +358,22 @@ print(os.getpid(), flush=True)
 time.sleep(120)
 """
 
+RANK_OF_A_DEAD_LAUNCHER = """
+import os, time
+import synthaug  # what the `synthaug` command and a user's script do first
+launcher = os.getppid()
+print(os.getpid(), flush=True)
+while os.getppid() == launcher:  # the launcher dies while this copy is still importing
+    time.sleep(0.05)
+from synthaug import stages
+from synthaug.errors import SynthaugError
+try:
+    stages.report({"no such key": 1})
+except SynthaugError:
+    pass
+time.sleep(120)
+"""
+
 LAUNCHER = """
 import os, subprocess, sys, time
 # as Lightning's DDP launcher starts the copy of the command for another device
@@ -368,9 +384,11 @@ time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("rank, ends", [("1", True), ("0", False)])
-def test_a_device_copy_of_a_stage_ends_with_its_launcher(rank, ends):
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, rank, LAUNCHED_RANK], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("rank, ends, script", [("1", True, LAUNCHED_RANK), ("0", False, LAUNCHED_RANK),
+                                                 ("1", True, RANK_OF_A_DEAD_LAUNCHER)],
+                         ids=["rank 1", "rank 0", "rank 1 whose launcher died before the stage began"])
+def test_a_device_copy_of_a_stage_ends_with_its_launcher(rank, ends, script):
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, rank, script], stdout=subprocess.PIPE,
                                 text=True, env={**os.environ, "LOCAL_RANK": ""})
     child = None
     try:
@@ -378,7 +396,7 @@ def test_a_device_copy_of_a_stage_ends_with_its_launcher(rank, ends):
         assert child in descendants(launcher.pid)
         launcher.kill()
         launcher.wait(10)
-        still = wait_until_gone({child}, 5)
+        still = wait_until_gone({child}, 60 if ends else 5)  # the late copy still imports its stage
         assert bool(still) != ends, f"LOCAL_RANK={rank}: the copy {'outlived' if still else 'ended with'} its launcher"
     finally:
         launcher.kill()

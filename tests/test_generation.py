@@ -147,6 +147,43 @@ def test_variation_mode_records_its_source_and_stays_close(model_run: Path, tmp_
         assert np.abs(np.asarray(row["image"], dtype=float) - src).mean() < 20, "a light variation stays close"
 
 
+def test_variations_read_their_sources_a_batch_at_a_time(monkeypatch):
+    """20,000 plan rows of 32 px RGB variations: the sources stay in the (memory-mapped) training images,
+    read when a row is, instead of a 60 MB copy with one image per row."""
+    import tracemalloc
+
+    from synthaug import generation
+    from synthaug.config import GenerateConfig
+    from synthaug.sampling import build_plan
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y, ids = np.repeat(np.arange(4), 10), np.arange(1000, 1040)
+    rows = build_plan([5000] * 4, seed=0)
+    seen = {}
+
+    def run_plan(generator, rows_, parts_dir, trainer_kwargs, **kwargs):
+        seen["dataset"] = generation.PlanRows(rows_, kwargs["train"], kwargs["source_rows"])
+        return 1.0
+
+    monkeypatch.setattr(generation, "run_plan", run_plan)
+    sampler = generation.PlanSampler(None, Path("parts"), GenerateConfig(mode="variation"), {}, seed=0,
+                                     autocast=False, train=(x, y, ids))
+    tracemalloc.start()
+    try:
+        sampler(rows, len(rows))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"planning the variations allocated {peak / 2**20:.0f} MB"
+    sources = generation.variation_sources(y, rows, 0)
+    for i in (0, 4999, 5000, 19_999):
+        item = seen["dataset"][i]
+        k = sources[i]
+        assert y[k] == rows[i].label and item["source_index"] == ids[k]
+        assert np.array_equal(item["source"].numpy(), x[k])
+
+
 def test_judge_filter_keeps_only_confident_samples(model_run: Path, tmp_path: Path):
     import json
 

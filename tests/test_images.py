@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -224,21 +225,45 @@ def test_the_decode_cache_keeps_the_most_recently_used_arrays(tmp_path: Path, mo
     ds, _ = load_source(f"imagefolder:{folder(tmp_path / 'imgs', 2, 0)}")
     cache = tmp_path / "cache"
     monkeypatch.setattr(images_module, "CACHE_KEEP", 3)
+
+    def name(size: int) -> str:
+        return f"images-{images_module.content_key(ds, 'images', size, 1)}.npy"
+
+    def age(path: Path, hours: float) -> None:
+        then = time.time_ns() - int(hours * 3600e9)
+        os.utime(path, ns=(then, then))
+
     arrays = {size: to_array(ds, size, 1, cache_dir=cache) for size in (4, 5, 6)}
-    files = {size: next(cache.glob(f"images-{images_module.content_key(ds, 'images', size, 1)}.npy"))
-             for size in arrays}
-    now = files[6].stat().st_mtime_ns
-    for age, size in ((30, 4), (20, 5), (10, 6)):  # written in this order, seconds apart
-        os.utime(files[size], ns=(now - age * 10**9, now - age * 10**9))
+    for hours, size in ((4, 4), (3, 5), (2, 6)):  # written in this order, hours ago
+        age(cache / name(size), hours)
     opened = count_open_image(monkeypatch)
     to_array(ds, 4, 1, cache_dir=cache)  # a hit: 4 is now the most recently used
     assert not opened
+    partial_old, partial_new = cache / f".{name(9)}.x.tmp", cache / f".{name(10)}.y.tmp"
+    for partial in (partial_old, partial_new):
+        partial.write_bytes(b"interrupted")
+    age(partial_old, 2)
     to_array(ds, 7, 1, cache_dir=cache)  # a fourth array: the least recently used one (5) goes
-    assert sorted(p.name for p in cache.glob("*.npy")) == sorted(
-        f"images-{images_module.content_key(ds, 'images', size, 1)}.npy" for size in (4, 6, 7))
+    assert sorted(p.name for p in cache.iterdir()) == sorted([*(name(size) for size in (4, 6, 7)), partial_new.name])
     assert np.array_equal(arrays[5], to_array(ds, 5, 1)), "an array mapped before the prune stays readable"
+    age(cache / name(6), 0.5)
+    to_array(ds, 8, 1, cache_dir=cache)  # every array beyond the count was used within the hour: none goes
+    assert len(list(cache.glob("*.npy"))) == 4
     content_hashes(ds, 1, cache)  # digests share the cache and its limit
-    assert len(list(cache.glob("*.npy"))) == 3 and any(cache.glob("pixels-*.npy"))
+    assert any(cache.glob("pixels-*.npy"))
+
+
+def test_a_cache_hit_stands_when_its_file_cannot_be_marked_used(tmp_path: Path, monkeypatch):
+    ds, _ = load_source(f"imagefolder:{folder(tmp_path / 'imgs', 2, 0)}")
+    first = to_array(ds, 4, 1, cache_dir=tmp_path / "cache")
+
+    def refused(*args, **kwargs):
+        raise PermissionError("another user's file")
+
+    monkeypatch.setattr(images_module.os, "utime", refused)
+    opened = count_open_image(monkeypatch)
+    assert np.array_equal(to_array(ds, 4, 1, cache_dir=tmp_path / "cache"), first)
+    assert not opened, "a refused touch threw the hit away and decoded again"
 
 
 def test_decode_image_keeps_the_mode_and_size_unless_told():

@@ -95,7 +95,7 @@ def test_a_continued_plan_never_reuses_a_seed(quotas, data):
     first = build_plan(quotas, 0)
     extra = [data.draw(st.integers(min_value=0, max_value=30)) for _ in quotas]
     more = build_plan(extra, 0, first_index=quotas)
-    seeds = [r.seed for r in first + more]
+    seeds = [r.seed for r in [*first, *more]]
     assert len(set(seeds)) == len(seeds)
 
 

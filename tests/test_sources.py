@@ -619,6 +619,12 @@ def test_synthaug_data_decodes_every_image_once(tmp_path: Path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(opened) == sorted(range(12)), "the duplicate check and the modes/sizes pass are one pass"
     assert "modes: {'L': 12}   sizes: {'8x8': 12}" in result.output
+    opened.clear()
+    result = invoke("data", SMOKE, "--set", f"data.source=imagefolder:{root}", "--set", "data.subset.per_class=1")
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 12
+    assert "total       3       3" in result.output
+    assert "modes: {'L': 6}   sizes: {'8x8': 6}" in result.output, "modes and sizes count the images the run uses"
 
 
 def test_synthaug_data_prints_the_notes(shared_test_folder):
