@@ -72,23 +72,20 @@ def measured(command: list[str], what: str) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "synthaug.cli", *command], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    anonymous = [0]
+    anonymous, ended = [0], threading.Event()
 
-    def watch() -> None:
-        while proc.returncode is None:
-            now = _anonymous_bytes(proc.pid)
-            if now is None:
-                return
+    def watch() -> None:  # until the child is reaped (or a zombie: its status then has no RssAnon)
+        while not ended.is_set() and (now := _anonymous_bytes(proc.pid)) is not None:
             anonymous[0] = max(anonymous[0], now)
-            time.sleep(0.02)
+            ended.wait(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage alone
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    ended.set()
     watcher.join()
-    if proc.returncode != 0:
+    if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{what} failed:\n{stderr.decode(errors='replace')[-3000:]}")
     return {"peak": usage.ru_maxrss * 1024, "anon": anonymous[0], "seconds": time.perf_counter() - started}
 

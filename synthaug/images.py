@@ -8,6 +8,7 @@ optionally once into a memory-mapped cache keyed by content (``RunDir.decode_cac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -200,10 +201,8 @@ def _cached_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     if arr.shape != shape or arr.dtype != np.uint8:
         return None
-    try:
+    with contextlib.suppress(OSError):  # another user's file, a read-only disk: the hit stands
         os.utime(path)  # least recently used is what _prune_cache removes
-    except OSError:  # another user's file, a read-only disk: the hit stands
-        pass
     return arr
 
 
@@ -225,10 +224,8 @@ def _prune_cache(cache_dir: Path) -> None:
             partial.append((used, path))
     for used, path in sorted(arrays, reverse=True)[CACHE_KEEP:] + partial:
         if used < stale_before:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-            except OSError:
-                pass
 
 
 def _write_npy(path: Path, shape: tuple[int, ...], rows: Iterator[np.ndarray]) -> None:
